@@ -1,0 +1,656 @@
+//! Consumers: read committed frames in place, in log order, each at a position of its own.
+
+use crate::format::{
+    align_up, flags, kind, FrameHeader, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
+    RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
+};
+use crate::log::Shared;
+use crate::protocol::{read_frame, FrameState, Geometry};
+use crate::segment::Segment;
+use crate::sync::{AtomicU64, Ordering};
+use crate::{format, Error, Result};
+use crossbeam_utils::Backoff;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where a new consumer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// The earliest message still in the log.
+    Earliest,
+    /// The tail: only messages claimed after the consumer is made.
+    Latest,
+    /// A given position, which must be the start of a message (a frame, or a record inside a
+    /// message set); anything else is [`Error::InvalidPosition`].
+    Position(u64),
+}
+
+/// One message, borrowed in place from the mapped segment: no copy is made.
+#[derive(Clone, Copy, Debug)]
+pub struct Message<'a> {
+    payload: &'a [u8],
+    position: u64,
+    timestamp_ns: u64,
+    producer: u16,
+    frame_flags: u8,
+}
+
+impl<'a> Message<'a> {
+    /// The payload, exactly as the producer wrote it.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The message's position in the log: its identity, and where to start to read it again.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Nanoseconds since the Unix epoch at the producer's claim, if the log keeps timestamps.
+    pub fn timestamp_ns(&self) -> Option<u64> {
+        (self.frame_flags & flags::TIMESTAMP != 0).then_some(self.timestamp_ns)
+    }
+
+    /// The producer's claim time, if the log keeps timestamps.
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        self.timestamp_ns()
+            .map(|ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns))
+    }
+
+    /// The slot number of the producer that wrote it.
+    pub fn producer(&self) -> u16 {
+        self.producer
+    }
+
+    /// Views the payload as a `Pod` value in place. Fails if the size differs or the payload
+    /// is not aligned for `T` (single messages are 8-aligned; records in a message set only
+    /// 4-aligned — use [`Message::read_pod`] for those).
+    pub fn as_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<&'a T> {
+        bytemuck::try_from_bytes(self.payload).map_err(|_| self.pod_mismatch::<T>())
+    }
+
+    /// Copies the payload out as a `Pod` value, whatever its alignment.
+    pub fn read_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<T> {
+        bytemuck::try_pod_read_unaligned(self.payload).map_err(|_| self.pod_mismatch::<T>())
+    }
+
+    fn pod_mismatch<T>(&self) -> Error {
+        Error::PodMismatch {
+            len: self.payload.len(),
+            type_name: std::any::type_name::<T>(),
+            size: std::mem::size_of::<T>(),
+            align: std::mem::align_of::<T>(),
+        }
+    }
+}
+
+/// Reads a log from a position of its own. Many consumers, in any processes, read the same
+/// log without disturbing one another or the producers: a consumer writes nothing shared
+/// while there is data, and learns that data is there from the frame it is at alone.
+///
+/// ```
+/// use logbus::{Log, LogOptions, StartAt};
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+/// let mut consumer = log.consumer(StartAt::Latest)?;
+/// assert!(consumer.poll()?.is_none());
+///
+/// log.producer()?.offer(b"ping")?;
+/// let message = consumer.wait(Some(Duration::from_secs(1)))?.expect("arrives");
+/// assert_eq!(message.payload(), b"ping");
+/// assert!(message.timestamp().is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Consumer {
+    shared: Arc<Shared>,
+    geometry: Geometry,
+    /// The frame the consumer is at (inside a message set: the set's frame).
+    position: u64,
+    current: Option<MappedSegment>,
+    next: Option<Arc<Segment>>,
+    /// When `position` reaches this, the next segment is mapped ahead of need.
+    prepare_next_at: u64,
+    /// Set while inside a message set: the records not yet delivered.
+    batch: Option<BatchCursor>,
+    verify_checksums: bool,
+}
+
+struct MappedSegment {
+    index: u64,
+    data: *const u8,
+    _segment: Arc<Segment>,
+}
+
+/// The undelivered rest of a message set.
+#[derive(Clone, Copy)]
+struct BatchCursor {
+    payload: *const u8,
+    payload_len: usize,
+    /// Offset of the next record's length prefix in the payload.
+    next: usize,
+    timestamp_ns: u64,
+    producer: u16,
+    frame_flags: u8,
+    /// Position of the payload's first byte.
+    payload_position: u64,
+}
+
+// SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>` held beside them
+// (the batch cursor's into `current`), which are Send.
+unsafe impl Send for Consumer {}
+
+impl Consumer {
+    pub(crate) fn new(shared: Arc<Shared>, start: StartAt) -> Result<Consumer> {
+        let geometry = shared.geometry;
+        let mut consumer = Consumer {
+            shared,
+            geometry,
+            position: 0,
+            current: None,
+            next: None,
+            prepare_next_at: 0,
+            batch: None,
+            verify_checksums: false,
+        };
+        let (position, record) = match start {
+            StartAt::Earliest => (consumer.shared.earliest_position()?, None),
+            StartAt::Latest => (consumer.shared.meta.tail().load(Ordering::Acquire), None),
+            StartAt::Position(position) => consumer.locate(position)?,
+        };
+        consumer.jump_to(position);
+        if let Some(record_offset) = record {
+            // `locate` saw this message set committed; enter it at the record asked for.
+            consumer.enter_batch_at(record_offset)?;
+        }
+        Ok(consumer)
+    }
+
+    /// Checks the CRC32C of every payload before handing it out (off by default: producers
+    /// in shared memory cannot tear a committed frame). A mismatch is
+    /// [`Error::ChecksumMismatch`], and the consumer stays at that message.
+    pub fn verify_checksums(&mut self, on: bool) -> &mut Self {
+        self.verify_checksums = on;
+        self
+    }
+
+    /// The position of the next message this consumer will read (or of the frame it waits at).
+    pub fn position(&self) -> u64 {
+        match &self.batch {
+            Some(batch) => batch.payload_position + batch.next as u64,
+            None => self.position,
+        }
+    }
+
+    /// The next committed message, or `None` if there is none yet. Never blocks.
+    #[inline]
+    pub fn poll(&mut self) -> Result<Option<Message<'_>>> {
+        if self.advance_to_message()? {
+            Ok(Some(self.take_message()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Hands up to `max` committed messages to `handler`, in order, and returns how many.
+    /// Reads one linear stretch of the mapping, with no call per message.
+    #[inline]
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        mut handler: impl FnMut(Message<'_>),
+    ) -> Result<usize> {
+        let mut delivered = 0;
+        while delivered < max && self.advance_to_message()? {
+            handler(self.take_message());
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+
+    /// The next message, waiting for it if there is none: first spinning briefly, then
+    /// sleeping on the log's futex until a producer commits. `None` if `timeout` passes.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
+        if self.wait_for_message(timeout)? {
+            Ok(Some(self.take_message()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Like [`Consumer::poll_batch`], but first waits (as [`Consumer::wait`]) until at least
+    /// one message is there. Returns 0 only if `timeout` passed.
+    pub fn wait_batch(
+        &mut self,
+        max: usize,
+        timeout: Option<Duration>,
+        handler: impl FnMut(Message<'_>),
+    ) -> Result<usize> {
+        if max == 0 || !self.wait_for_message(timeout)? {
+            return Ok(0);
+        }
+        self.poll_batch(max, handler)
+    }
+
+    fn wait_for_message(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            if self.advance_to_message()? {
+                return Ok(true);
+            }
+            backoff.snooze();
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let shared = self.shared.clone();
+        let mut failure = None;
+        let ready = shared.meta.wake().wait_until(
+            || match self.advance_to_message() {
+                Ok(ready) => ready,
+                Err(e) => {
+                    failure = Some(e);
+                    true
+                }
+            },
+            deadline,
+        );
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(ready),
+        }
+    }
+
+    /// Moves over padding and segment ends until a message is ready to take; false if the
+    /// consumer must wait. Touches only the frame it is at (and, once a segment, the count of
+    /// segments published).
+    #[inline]
+    fn advance_to_message(&mut self) -> Result<bool> {
+        if self.batch.is_some() {
+            return Ok(true);
+        }
+        loop {
+            let Some(word) = self.word_at_position()? else {
+                return Ok(false);
+            };
+            let frame = match read_frame(word) {
+                FrameState::Committed(frame) => frame,
+                FrameState::Empty | FrameState::Claimed(_) => return Ok(false),
+            };
+            let frame_len = self.check_frame(frame)?;
+            match frame.kind {
+                kind::DATA => return Ok(true),
+                kind::PADDING => self.position += frame_len,
+                kind::BATCH => {
+                    self.enter_batch_at(0)?;
+                    if self.batch.is_some() {
+                        return Ok(true);
+                    }
+                }
+                other => {
+                    return Err(Error::CorruptFrame {
+                        position: self.position,
+                        detail: format!("unknown frame kind {other}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Delivers the message `advance_to_message` found, and moves past it.
+    #[inline]
+    fn take_message(&mut self) -> Message<'_> {
+        if let Some(batch) = &mut self.batch {
+            let offset = batch.next;
+            // SAFETY: `enter_batch_at` and the previous take checked that a whole record lies
+            // at `offset` inside the committed payload, which stays mapped by `current`.
+            let len = unsafe { batch.payload.add(offset).cast::<u32>().read() }.to_le() as usize;
+            let body = offset + RECORD_LENGTH_LEN as usize;
+            let message = Message {
+                // SAFETY: as above; committed bytes are never written again.
+                payload: unsafe { std::slice::from_raw_parts(batch.payload.add(body), len) },
+                position: batch.payload_position + offset as u64,
+                timestamp_ns: batch.timestamp_ns,
+                producer: batch.producer,
+                frame_flags: batch.frame_flags,
+            };
+            let next = align_up((body + len) as u64, RECORD_ALIGNMENT) as usize;
+            if next >= batch.payload_len {
+                self.batch = None;
+            } else {
+                batch.next = next;
+            }
+            return message;
+        }
+        let header = self.frame_ptr();
+        // SAFETY: `advance_to_message` saw this frame committed (Acquire) and checked that it
+        // lies inside the segment; a committed frame is never written again, and the mapping
+        // lives in `self.current` for as long as the returned borrow of `self`.
+        let (frame, timestamp) = unsafe {
+            let word = (*(header as *const AtomicU64)).load(Ordering::Relaxed);
+            (FrameWord::unpack(word), read_header_tail(header).1)
+        };
+        let payload_len = frame.length as usize - FRAME_HEADER_LEN as usize;
+        let message = Message {
+            // SAFETY: as above.
+            payload: unsafe {
+                std::slice::from_raw_parts(header.add(FRAME_HEADER_LEN as usize), payload_len)
+            },
+            position: self.position,
+            timestamp_ns: timestamp,
+            producer: frame.producer,
+            frame_flags: frame.flags,
+        };
+        self.position += align_up(frame.length as u64, FRAME_ALIGNMENT);
+        message
+    }
+
+    /// The frame word at `position`, mapping its segment if needed; `None` while that
+    /// segment has not been published yet.
+    #[inline(always)]
+    fn word_at_position(&mut self) -> Result<Option<&AtomicU64>> {
+        let index = self.geometry.segment_index(self.position);
+        if self.current.as_ref().is_none_or(|c| c.index != index) && !self.switch_to(index)? {
+            return Ok(None);
+        }
+        if self.position >= self.prepare_next_at {
+            self.prepare_next();
+        }
+        // SAFETY: frame starts are 8-aligned in a 4096-aligned data area, and the mapping
+        // is kept alive by `self.current` for as long as the borrow of `self`.
+        Ok(Some(unsafe { &*(self.frame_ptr() as *const AtomicU64) }))
+    }
+
+    #[inline(always)]
+    fn frame_ptr(&self) -> *const u8 {
+        let current = self.current.as_ref().expect("mapped by word_at_position");
+        // SAFETY: the offset is below the capacity, inside the mapped data area.
+        unsafe {
+            current
+                .data
+                .add(self.geometry.offset_in_segment(self.position) as usize)
+        }
+    }
+
+    /// Checks that a committed frame is well formed and ends inside its segment; returns its
+    /// aligned length. If checksums are verified, a data frame's payload is checked here.
+    #[inline(always)]
+    fn check_frame(&self, frame: FrameWord) -> Result<u64> {
+        let length = frame.length as u64;
+        let aligned = align_up(length, FRAME_ALIGNMENT);
+        let min = if frame.kind == kind::PADDING {
+            FRAME_ALIGNMENT
+        } else {
+            FRAME_HEADER_LEN
+        };
+        if length < min || self.position + aligned > self.geometry.segment_end(self.position) {
+            return Err(Error::CorruptFrame {
+                position: self.position,
+                detail: format!(
+                    "length {length} does not fit between {min} and the segment end at {}",
+                    self.geometry.segment_end(self.position)
+                ),
+            });
+        }
+        if frame.kind == kind::DATA && self.verify_checksums && frame.flags & flags::CHECKSUM != 0 {
+            self.verify_frame_checksum(frame)?;
+        }
+        Ok(aligned)
+    }
+
+    fn verify_frame_checksum(&self, frame: FrameWord) -> Result<()> {
+        let header = self.frame_ptr();
+        // SAFETY: the frame is committed and lies inside the mapped segment (check_frame).
+        let (expected, payload) = unsafe {
+            (
+                read_header_tail(header).0,
+                std::slice::from_raw_parts(
+                    header.add(FRAME_HEADER_LEN as usize),
+                    frame.length as usize - FRAME_HEADER_LEN as usize,
+                ),
+            )
+        };
+        let actual = format::checksum(payload);
+        if actual != expected {
+            return Err(Error::ChecksumMismatch {
+                position: self.position,
+                expected,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Enters the committed message set at `position`, at the record `record_offset` bytes
+    /// into its payload, after checking every record's length (and the set's checksum).
+    fn enter_batch_at(&mut self, record_offset: usize) -> Result<()> {
+        let Some(word) = self.word_at_position()? else {
+            unreachable!("called at a committed frame");
+        };
+        let FrameState::Committed(frame) = read_frame(word) else {
+            unreachable!("called at a committed frame");
+        };
+        if self.verify_checksums && frame.flags & flags::CHECKSUM != 0 {
+            self.verify_frame_checksum(frame)?;
+        }
+        let header = self.frame_ptr();
+        let payload_len = frame.length as usize - FRAME_HEADER_LEN as usize;
+        // SAFETY: the frame is committed and lies inside the mapped segment (check_frame).
+        let payload = unsafe {
+            std::slice::from_raw_parts(header.add(FRAME_HEADER_LEN as usize), payload_len)
+        };
+        if let Err(detail) = check_records(payload) {
+            return Err(Error::CorruptFrame {
+                position: self.position,
+                detail,
+            });
+        }
+        let batch = BatchCursor {
+            payload: payload.as_ptr(),
+            payload_len,
+            next: record_offset,
+            // SAFETY: as above.
+            timestamp_ns: unsafe { read_header_tail(header).1 },
+            producer: frame.producer,
+            frame_flags: frame.flags,
+            payload_position: self.position + FRAME_HEADER_LEN,
+        };
+        self.position += align_up(frame.length as u64, FRAME_ALIGNMENT);
+        self.batch = (record_offset < payload_len).then_some(batch);
+        Ok(())
+    }
+
+    fn jump_to(&mut self, position: u64) {
+        self.position = position;
+        self.batch = None;
+        self.prepare_next_at = self.geometry.segment_end(position) - self.geometry.capacity() / 2;
+    }
+
+    /// Makes segment `index` current; false if it is not published yet.
+    #[cold]
+    #[inline(never)]
+    fn switch_to(&mut self, index: u64) -> Result<bool> {
+        let segment = match self.next.take() {
+            Some(next)
+                if next.base_position() >> self.geometry.capacity().trailing_zeros() == index =>
+            {
+                next
+            }
+            _ => {
+                if self
+                    .shared
+                    .meta
+                    .segments_published()
+                    .load(Ordering::Acquire)
+                    <= index
+                {
+                    return Ok(false);
+                }
+                match self.shared.segment(index, false)? {
+                    Some(segment) => segment,
+                    None => {
+                        let earliest = self.shared.earliest_position()?;
+                        if self.position < earliest {
+                            return Err(Error::PositionDeleted {
+                                position: self.position,
+                                earliest,
+                            });
+                        }
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        self.current = Some(MappedSegment {
+            index,
+            data: segment.data_ptr(),
+            _segment: segment,
+        });
+        self.prepare_next_at =
+            self.geometry.segment_end(self.position) - self.geometry.capacity() / 2;
+        Ok(true)
+    }
+
+    /// Maps the next segment ahead of need, if it has been published; else tries again at
+    /// the segment's end.
+    #[cold]
+    #[inline(never)]
+    fn prepare_next(&mut self) {
+        let next_index = self.geometry.segment_index(self.position) + 1;
+        self.prepare_next_at = self.geometry.segment_end(self.position);
+        if self
+            .shared
+            .meta
+            .segments_published()
+            .load(Ordering::Acquire)
+            > next_index
+        {
+            if let Ok(Some(segment)) = self.shared.segment(next_index, false) {
+                self.next = Some(segment);
+            }
+        }
+    }
+
+    /// Checks that `position` starts a message, by walking the frames of its segment from
+    /// the segment's start. Returns the frame to start at and, for a record inside a message
+    /// set, the record's offset in the set's payload.
+    fn locate(&mut self, position: u64) -> Result<(u64, Option<usize>)> {
+        let invalid = |detail: String| Error::InvalidPosition { position, detail };
+        let earliest = self.shared.earliest_position()?;
+        if position < earliest {
+            return Err(Error::PositionDeleted { position, earliest });
+        }
+        let tail = self.shared.meta.tail().load(Ordering::Acquire);
+        if position > tail {
+            return Err(invalid(format!(
+                "it is beyond the tail of the log ({tail})"
+            )));
+        }
+        if position % RECORD_ALIGNMENT != 0 {
+            return Err(invalid("messages start at multiples of 4".into()));
+        }
+        if position == tail || self.geometry.offset_in_segment(position) == 0 {
+            return Ok((position, None));
+        }
+        self.jump_to(position - self.geometry.offset_in_segment(position));
+        let mut frame_start = self.position;
+        while self.position < position {
+            let Some(word) = self.word_at_position()? else {
+                return Err(invalid("its segment is missing".into()));
+            };
+            let state = read_frame(word);
+            let (frame, committed) = match state {
+                FrameState::Committed(frame) => (frame, true),
+                FrameState::Claimed(frame) => (frame, false),
+                FrameState::Empty => {
+                    return Err(invalid(format!(
+                        "a claim at {} is still being written; try again",
+                        self.position
+                    )))
+                }
+            };
+            frame_start = self.position;
+            let frame_len = self.check_frame(frame)?;
+            if committed && frame.kind == kind::BATCH && position < frame_start + frame_len {
+                let payload_start = frame_start + FRAME_HEADER_LEN;
+                let wanted = position.checked_sub(payload_start);
+                self.enter_batch_at(0)?;
+                let mut offset = 0usize;
+                while let Some(batch) = self.batch {
+                    if Some(offset as u64) == wanted {
+                        return Ok((frame_start, Some(offset)));
+                    }
+                    // SAFETY: check_records validated every record of this committed set.
+                    let len = unsafe { batch.payload.add(offset).cast::<u32>().read() }.to_le();
+                    offset = align_up(
+                        offset as u64 + RECORD_LENGTH_LEN + u64::from(len),
+                        RECORD_ALIGNMENT,
+                    ) as usize;
+                    if offset >= batch.payload_len {
+                        break;
+                    }
+                }
+                return Err(invalid(format!(
+                    "it falls inside the message set at {frame_start}, between its records"
+                )));
+            }
+            self.position = frame_start + frame_len;
+        }
+        if self.position != position {
+            return Err(invalid(format!(
+                "it falls inside the frame that starts at {frame_start}"
+            )));
+        }
+        Ok((position, None))
+    }
+}
+
+/// Reads the checksum and timestamp behind a frame word.
+///
+/// # Safety
+/// `header` must point at a committed, 8-aligned frame header inside a live mapping.
+#[inline(always)]
+unsafe fn read_header_tail(header: *const u8) -> (u32, u64) {
+    // SAFETY: by the contract above, offsets 8..24 are readable and aligned for their types.
+    unsafe {
+        (
+            header
+                .add(std::mem::offset_of!(FrameHeader, checksum))
+                .cast::<u32>()
+                .read(),
+            header
+                .add(std::mem::offset_of!(FrameHeader, timestamp))
+                .cast::<u64>()
+                .read(),
+        )
+    }
+}
+
+/// Checks that the records of a message set exactly tile its payload.
+fn check_records(payload: &[u8]) -> std::result::Result<(), String> {
+    let mut offset = 0usize;
+    while offset < payload.len() {
+        let Some(prefix) = payload.get(offset..offset + RECORD_LENGTH_LEN as usize) else {
+            return Err(format!(
+                "record at offset {offset} has no room for its length"
+            ));
+        };
+        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let end = offset + RECORD_LENGTH_LEN as usize + len;
+        if end > payload.len() {
+            return Err(format!(
+                "record at offset {offset} of {len} bytes runs past the payload's {} bytes",
+                payload.len()
+            ));
+        }
+        offset = align_up(end as u64, RECORD_ALIGNMENT) as usize;
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("log", &self.shared.dir)
+            .field("position", &self.position())
+            .finish()
+    }
+}

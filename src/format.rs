@@ -1,0 +1,287 @@
+//! The byte format shared by producers, the files, consumers and (later) the wire.
+//! `docs/FORMAT.md` is the contract; this module is its executable form and the two change
+//! together.
+
+use bytemuck::{Pod, Zeroable};
+
+/// The version written in every file header; readers refuse any other.
+pub const FORMAT_VERSION: u16 = 1;
+/// First bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"LOGBUSSG";
+/// First bytes of the meta file.
+pub const META_MAGIC: [u8; 8] = *b"LOGBUSMT";
+/// Name of the meta file inside a log directory.
+pub const META_FILE_NAME: &str = "meta.logbus";
+/// Suffix of segment files; the stem is the base position in 20 decimal digits.
+pub const SEGMENT_SUFFIX: &str = ".seg";
+
+/// Every frame starts at a multiple of this, so the frame word is an aligned `u64` and a
+/// payload is aligned for any `Pod` type of alignment 8 or less.
+pub const FRAME_ALIGNMENT: u64 = 8;
+/// Bytes before the data area of a segment file: the header, then zeros up to one page, so
+/// that log positions and file pages line up.
+pub const SEGMENT_HEADER_LEN: u64 = 4096;
+/// Smallest and largest segment capacity accepted at creation.
+pub const MIN_SEGMENT_CAPACITY: u64 = 64 * 1024;
+/// Largest segment capacity (1 GiB).
+pub const MAX_SEGMENT_CAPACITY: u64 = 1 << 30;
+/// Capacity used when the options do not name one.
+pub const DEFAULT_SEGMENT_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// Frame kinds (byte 4 of a frame).
+pub mod kind {
+    /// One message: the payload is the message.
+    pub const DATA: u8 = 1;
+    /// Filler that consumers skip; only its first 8 bytes are defined.
+    pub const PADDING: u8 = 2;
+    /// A message set: records of `u32` length + bytes, each at a 4-byte boundary of the
+    /// payload, sharing the frame's timestamp, producer and checksum.
+    pub const BATCH: u8 = 3;
+}
+
+/// Frame flags (byte 5 of a frame).
+pub mod flags {
+    /// The checksum field holds the CRC32C of the payload.
+    pub const CHECKSUM: u8 = 1 << 0;
+    /// The timestamp field holds nanoseconds since the Unix epoch.
+    pub const TIMESTAMP: u8 = 1 << 1;
+}
+
+/// Log-wide option bits, stored in the meta and every segment header.
+pub mod log_flags {
+    /// Producers compute a CRC32C of every payload.
+    pub const CHECKSUMS: u32 = 1 << 0;
+    /// Producers read the clock once per claim.
+    pub const TIMESTAMPS: u32 = 1 << 1;
+    /// Every flag this version knows; any other bit set makes a file unreadable to it.
+    pub const KNOWN: u32 = CHECKSUMS | TIMESTAMPS;
+}
+
+/// The header in front of every payload. The first 8 bytes (length, kind, flags, producer)
+/// form the *frame word*, read and written as one atomic `u64`; the commit state lives in the
+/// sign of `length`. A padding frame is just a frame word, so any 8-byte gap can be padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FrameHeader {
+    /// Header plus payload length in bytes, unaligned: 0 = nothing yet, negative = claimed
+    /// but not committed, positive = committed. The next frame starts at the length rounded
+    /// up to [`FRAME_ALIGNMENT`].
+    pub length: i32,
+    /// One of [`kind`].
+    pub kind: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    /// The producer slot (in the meta file) of the writer.
+    pub producer: u16,
+    /// CRC32C (Castagnoli) of the payload when [`flags::CHECKSUM`] is set, else 0.
+    pub checksum: u32,
+    /// Zero; reserved for a later version.
+    pub reserved: u32,
+    /// Nanoseconds since the Unix epoch when [`flags::TIMESTAMP`] is set, else 0.
+    pub timestamp: u64,
+}
+
+/// Bytes in a [`FrameHeader`]: the fields above need 20, and payloads start 8-aligned.
+pub const FRAME_HEADER_LEN: u64 = std::mem::size_of::<FrameHeader>() as u64;
+const _: () = assert!(FRAME_HEADER_LEN == 24);
+
+/// Bytes of the length prefix of a record inside a batch frame.
+pub const RECORD_LENGTH_LEN: u64 = 4;
+/// Records inside a batch payload start at multiples of this.
+pub const RECORD_ALIGNMENT: u64 = 4;
+
+/// The self-describing header at offset 0 of every segment file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SegmentHeader {
+    /// [`SEGMENT_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`FORMAT_VERSION`].
+    pub version: u16,
+    /// Offset of the data area in the file, [`SEGMENT_HEADER_LEN`].
+    pub data_offset: u16,
+    /// Bits of [`log_flags`].
+    pub log_flags: u32,
+    /// Random identity of the log, the same in the meta file and every segment.
+    pub log_id: [u8; 16],
+    /// Log position of the first data byte; also the file's name.
+    pub base_position: u64,
+    /// Bytes in the data area, a power of two.
+    pub capacity: u64,
+    /// Creation time of this segment, nanoseconds since the Unix epoch.
+    pub created_ns: u64,
+    /// CRC32C of the 56 bytes before this field.
+    pub header_checksum: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+const _: () = assert!(std::mem::size_of::<SegmentHeader>() == 64);
+
+/// The header at offset 0 of the meta file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct MetaHeader {
+    /// [`META_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`FORMAT_VERSION`].
+    pub version: u16,
+    /// Size of this header, 128.
+    pub header_len: u16,
+    /// Bits of [`log_flags`].
+    pub log_flags: u32,
+    /// Random identity of the log.
+    pub log_id: [u8; 16],
+    /// Bytes in each segment's data area, a power of two.
+    pub segment_capacity: u64,
+    /// Creation time of the log, nanoseconds since the Unix epoch.
+    pub created_ns: u64,
+    /// Entries in the producer table.
+    pub producer_slots: u32,
+    /// Entries in the consumer table.
+    pub consumer_slots: u32,
+    /// Permission bits of the files of this log.
+    pub file_mode: u32,
+    /// CRC32C of the bytes before this field.
+    pub header_checksum: u32,
+    /// Zero.
+    pub reserved: [u8; 64],
+}
+const _: () = assert!(std::mem::size_of::<MetaHeader>() == 128);
+
+impl Default for MetaHeader {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// Rounds `n` up to a multiple of `to` (a power of two).
+#[inline(always)]
+pub const fn align_up(n: u64, to: u64) -> u64 {
+    (n + to - 1) & !(to - 1)
+}
+
+/// Packs the frame word: the first 8 bytes of a frame as one little-endian `u64`.
+#[inline(always)]
+pub const fn frame_word(length: i32, kind: u8, flags: u8, producer: u16) -> u64 {
+    (length as u32 as u64)
+        | ((kind as u64) << 32)
+        | ((flags as u64) << 40)
+        | ((producer as u64) << 48)
+}
+
+/// The frame word of a padding frame of `length` bytes.
+#[inline(always)]
+pub const fn padding_word(length: u64) -> u64 {
+    frame_word(length as i32, kind::PADDING, 0, 0)
+}
+
+/// The fields of a frame word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameWord {
+    /// See [`FrameHeader::length`].
+    pub length: i32,
+    /// See [`FrameHeader::kind`].
+    pub kind: u8,
+    /// See [`FrameHeader::flags`].
+    pub flags: u8,
+    /// See [`FrameHeader::producer`].
+    pub producer: u16,
+}
+
+impl FrameWord {
+    /// Unpacks a frame word read from memory.
+    #[inline(always)]
+    pub const fn unpack(word: u64) -> Self {
+        FrameWord {
+            length: word as u32 as i32,
+            kind: (word >> 32) as u8,
+            flags: (word >> 40) as u8,
+            producer: (word >> 48) as u16,
+        }
+    }
+}
+
+/// CRC32C of `bytes`, using the CPU's instruction where there is one.
+#[inline]
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// The name of the segment file whose data starts at `base_position`.
+pub fn segment_file_name(base_position: u64) -> String {
+    format!("{base_position:020}{SEGMENT_SUFFIX}")
+}
+
+/// The base position named by a segment file name, if it is one.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl SegmentHeader {
+    /// The checksum over every field before `header_checksum`.
+    pub fn compute_checksum(&self) -> u32 {
+        checksum(&bytemuck::bytes_of(self)[..56])
+    }
+}
+
+impl MetaHeader {
+    /// The checksum over every field before `header_checksum`.
+    pub fn compute_checksum(&self) -> u32 {
+        checksum(&bytemuck::bytes_of(self)[..60])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_word_round_trips_and_puts_length_in_the_first_four_bytes() {
+        let word = frame_word(-40, kind::DATA, flags::CHECKSUM, 513);
+        let unpacked = FrameWord::unpack(word);
+        assert_eq!(unpacked.length, -40);
+        assert_eq!(unpacked.kind, kind::DATA);
+        assert_eq!(unpacked.flags, flags::CHECKSUM);
+        assert_eq!(unpacked.producer, 513);
+        let bytes = word.to_le_bytes();
+        assert_eq!(i32::from_le_bytes(bytes[..4].try_into().unwrap()), -40);
+        let header = FrameHeader {
+            length: -40,
+            kind: kind::DATA,
+            flags: flags::CHECKSUM,
+            producer: 513,
+            ..Default::default()
+        };
+        assert_eq!(&bytemuck::bytes_of(&header)[..8], &bytes);
+    }
+
+    #[test]
+    fn segment_names_sort_by_position_and_parse_back() {
+        let name = segment_file_name(1 << 26);
+        assert_eq!(name, "00000000000067108864.seg");
+        assert_eq!(parse_segment_file_name(&name), Some(1 << 26));
+        assert_eq!(parse_segment_file_name("67108864.seg"), None);
+        assert_eq!(parse_segment_file_name("0000000000006710886x.seg"), None);
+        assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn header_checksums_cover_the_fields_before_them() {
+        let mut header = SegmentHeader {
+            magic: SEGMENT_MAGIC,
+            capacity: 1 << 16,
+            ..Default::default()
+        };
+        let before = header.compute_checksum();
+        header.base_position = 1 << 16;
+        assert_ne!(before, header.compute_checksum());
+        let mut meta = MetaHeader::default();
+        let before = meta.compute_checksum();
+        meta.file_mode = 0o600;
+        assert_ne!(before, meta.compute_checksum());
+    }
+}

@@ -1,0 +1,618 @@
+//! Producers: write frames in place into the mapped segments, through the claim protocol of
+//! [`crate::protocol`].
+
+use crate::format::{
+    align_up, flags, frame_word, kind, log_flags, FrameHeader, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
+    RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
+};
+use crate::log::Shared;
+use crate::protocol::{self, FrameMemory, Geometry};
+use crate::segment::Segment;
+use crate::sync::{producer_barrier_kind, AtomicU64, BarrierKind};
+use crate::{clock, format, Error, Result};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+/// Appends messages to a log. Make one per thread with [`crate::Log::producer`]: each holds
+/// a slot in the log's producer table (its number is in every frame it writes) and its own
+/// view of the mapped segments. The hot path — claim, write, commit — takes no lock, makes
+/// no system call and allocates nothing.
+///
+/// ```
+/// use logbus::{Log, LogOptions, StartAt};
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+/// let mut producer = log.producer()?;
+///
+/// producer.offer(b"copied in")?;
+///
+/// let mut claim = producer.claim(5)?;     // written in place, in the mapping
+/// claim.copy_from_slice(b"claim");
+/// claim.commit()?;
+///
+/// drop(producer.claim(100)?);             // dropped uncommitted: aborted, readers skip it
+///
+/// let mut consumer = log.consumer(StartAt::Earliest)?;
+/// assert_eq!(consumer.poll()?.unwrap().payload(), b"copied in");
+/// assert_eq!(consumer.poll()?.unwrap().payload(), b"claim");
+/// assert!(consumer.poll()?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Producer {
+    shared: Arc<Shared>,
+    memory: ProducerMemory,
+    slot: u16,
+    barrier: BarrierKind,
+    frame_flags: u8,
+    max_payload: usize,
+    /// When a claim reaches this position, the next segment is mapped (and made if needed):
+    /// half-way through the current one, so rotation costs the hot path nothing.
+    prepare_next_at: u64,
+}
+
+/// This producer's mappings: the segment it writes in, and the one after it once prepared.
+struct ProducerMemory {
+    shared: Arc<Shared>,
+    geometry: Geometry,
+    current: Option<MappedSegment>,
+    next: Option<MappedSegment>,
+}
+
+struct MappedSegment {
+    index: u64,
+    data: *mut u8,
+    _segment: Arc<Segment>,
+}
+
+// SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>`s held beside them,
+// which are Send; nothing thread-local is involved.
+unsafe impl Send for Producer {}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
+        let slot = shared.meta.acquire_producer_slot()?;
+        let geometry = shared.geometry;
+        let log_flags = shared.spec.log_flags;
+        let frame_flags = (if log_flags & log_flags::CHECKSUMS != 0 {
+            flags::CHECKSUM
+        } else {
+            0
+        }) | (if log_flags & log_flags::TIMESTAMPS != 0 {
+            flags::TIMESTAMP
+        } else {
+            0
+        });
+        let tail = shared
+            .meta
+            .tail()
+            .load(std::sync::atomic::Ordering::Acquire);
+        let mut producer = Producer {
+            memory: ProducerMemory {
+                shared: shared.clone(),
+                geometry,
+                current: None,
+                next: None,
+            },
+            slot,
+            barrier: producer_barrier_kind(),
+            frame_flags,
+            max_payload: shared.max_payload_len(),
+            prepare_next_at: 0,
+            shared,
+        };
+        // Map the segment the tail is in now, so the first offer does not pay for it.
+        if let Err(e) = producer.memory.data_ptr(tail) {
+            producer.shared.meta.release_producer_slot(slot);
+            return Err(e);
+        }
+        producer.prepare_next_at = geometry.segment_end(tail) - geometry.capacity() / 2;
+        Ok(producer)
+    }
+
+    /// This producer's slot number, written in every frame it produces.
+    pub fn slot(&self) -> u16 {
+        self.slot
+    }
+
+    /// The largest payload one `offer`, `claim` or batch may carry.
+    pub fn max_payload_len(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Copies `payload` into the log as one message and returns its position.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut producer = log.producer()?;
+    /// let first = producer.offer(b"one")?;
+    /// let second = producer.offer(b"two")?;
+    /// assert!(second > first);
+    /// assert!(producer.offer(&vec![0u8; 1 << 20]).is_err()); // larger than this log allows
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn offer(&mut self, payload: &[u8]) -> Result<u64> {
+        let frame_len = self.frame_len(payload.len())?;
+        // Checksum and clock before the claim: the window between claim and commit, in which
+        // readers at this position wait, holds only the copy.
+        let checksum = self.checksum(payload);
+        let timestamp = self.timestamp();
+        let position = self.claim_frame(frame_len, kind::DATA)?;
+        let header = self.memory.current_ptr(position);
+        // SAFETY: the claim gave this producer [position, position + frame_len), which lies
+        // in the current segment (claims never cross a segment end) and which no other
+        // process reads before the commit below. The header is 8-aligned, so the u32/u64
+        // fields are aligned; the payload fits because frame_len >= header + payload.
+        unsafe {
+            write_header_tail(header, checksum, timestamp);
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                header.add(FRAME_HEADER_LEN as usize),
+                payload.len(),
+            );
+        }
+        self.commit_frame(position, payload.len(), kind::DATA);
+        self.after_claim(position);
+        Ok(position)
+    }
+
+    /// Copies a plain-old-data value into the log as one message.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    /// #[repr(C)]
+    /// struct Tick { price: u64, quantity: u32, side: u32 }
+    ///
+    /// log.producer()?.offer_pod(&Tick { price: 101, quantity: 5, side: 1 })?;
+    /// let mut consumer = log.consumer(logbus::StartAt::Earliest)?;
+    /// let message = consumer.poll()?.unwrap();
+    /// let tick: &Tick = message.as_pod()?; // read in place, no copy
+    /// assert_eq!(tick.price, 101);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn offer_pod<T: bytemuck::NoUninit>(&mut self, value: &T) -> Result<u64> {
+        self.offer(bytemuck::bytes_of(value))
+    }
+
+    /// Claims room for a `len`-byte payload in the mapping. Write it through the returned
+    /// [`Claim`] (it derefs to `&mut [u8]`, zeroed) and [`Claim::commit`] it; dropping the
+    /// claim uncommitted aborts it, and readers skip it as padding.
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
+        let frame_len = self.frame_len(len)?;
+        let timestamp = self.timestamp();
+        let position = self.claim_frame(frame_len, kind::DATA)?;
+        let header = self.memory.current_ptr(position);
+        Ok(Claim {
+            producer: self,
+            position,
+            frame_len,
+            header,
+            len,
+            timestamp,
+            done: false,
+        })
+    }
+
+    /// Claims one region of up to `max_payload_bytes` for a message set: records pushed
+    /// into the [`Batch`] become visible together on [`Batch::commit`], in one frame with one
+    /// header and one checksum. Each record costs 4 bytes of length plus alignment to 4.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut producer = log.producer()?;
+    /// let mut batch = producer.batch(1024)?;
+    /// for i in 0u32..10 {
+    ///     batch.push(&i.to_le_bytes())?;
+    /// }
+    /// batch.commit()?;
+    ///
+    /// let mut consumer = log.consumer(logbus::StartAt::Earliest)?;
+    /// let mut seen = Vec::new();
+    /// consumer.poll_batch(100, |m| seen.push(u32::from_le_bytes(m.payload().try_into().unwrap())))?;
+    /// assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn batch(&mut self, max_payload_bytes: usize) -> Result<Batch<'_>> {
+        let frame_len = self.frame_len(max_payload_bytes)?;
+        let timestamp = self.timestamp();
+        let position = self.claim_frame(frame_len, kind::BATCH)?;
+        let header = self.memory.current_ptr(position);
+        Ok(Batch {
+            producer: self,
+            position,
+            frame_len,
+            header,
+            capacity: max_payload_bytes,
+            used: 0,
+            timestamp,
+            done: false,
+        })
+    }
+
+    /// Writes every message of `messages` as one message set and returns its position.
+    pub fn offer_batch<M: AsRef<[u8]>>(&mut self, messages: &[M]) -> Result<u64> {
+        let size = messages.iter().fold(0u64, |size, m| {
+            align_up(size, RECORD_ALIGNMENT) + RECORD_LENGTH_LEN + m.as_ref().len() as u64
+        });
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let mut batch = self.batch(size)?;
+        for message in messages {
+            batch.push(message.as_ref())?;
+        }
+        batch.commit()
+    }
+
+    #[inline(always)]
+    fn frame_len(&self, payload_len: usize) -> Result<u64> {
+        if payload_len > self.max_payload {
+            return Err(Error::MessageTooLarge {
+                len: payload_len,
+                max: self.max_payload,
+                segment_capacity: self.shared.spec.capacity,
+            });
+        }
+        Ok(align_up(
+            FRAME_HEADER_LEN + payload_len as u64,
+            FRAME_ALIGNMENT,
+        ))
+    }
+
+    #[inline(always)]
+    fn checksum(&self, payload: &[u8]) -> u32 {
+        if self.frame_flags & flags::CHECKSUM != 0 {
+            format::checksum(payload)
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn timestamp(&self) -> u64 {
+        if self.frame_flags & flags::TIMESTAMP != 0 {
+            clock::now_ns()
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn claim_frame(&mut self, frame_len: u64, frame_kind: u8) -> Result<u64> {
+        let claimed = frame_word(-(frame_len as i32), frame_kind, self.frame_flags, self.slot);
+        protocol::claim(
+            self.shared.meta.tail(),
+            self.shared.geometry,
+            frame_len,
+            claimed,
+            &mut self.memory,
+            self.shared.meta.wake(),
+            self.barrier,
+        )
+    }
+
+    #[inline(always)]
+    fn commit_frame(&mut self, position: u64, payload_len: usize, frame_kind: u8) {
+        let length = (FRAME_HEADER_LEN as usize + payload_len) as i32;
+        let word = frame_word(length, frame_kind, self.frame_flags, self.slot);
+        protocol::commit(
+            self.memory.current_word(position),
+            word,
+            self.shared.meta.wake(),
+            self.barrier,
+        );
+    }
+
+    fn abort_frame(&mut self, position: u64, frame_len: u64) {
+        protocol::pad(
+            self.memory.current_word(position),
+            frame_len,
+            self.shared.meta.wake(),
+            self.barrier,
+        );
+    }
+
+    /// Maps the next segment once a claim passes the middle of the current one. A failure
+    /// here (a full disk, say) is not this message's: it is retried a little later, and the
+    /// claim that really needs the segment reports it.
+    #[inline(always)]
+    fn after_claim(&mut self, position: u64) {
+        if position >= self.prepare_next_at {
+            self.prepare_next(position);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn prepare_next(&mut self, position: u64) {
+        let geometry = self.shared.geometry;
+        let next_index = geometry.segment_index(position) + 1;
+        match self.memory.prepare(next_index) {
+            Ok(()) => {
+                self.prepare_next_at = geometry.segment_end(position) + geometry.capacity() / 2
+            }
+            Err(_) => self.prepare_next_at = position + geometry.capacity() / 16,
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.shared.meta.release_producer_slot(self.slot);
+    }
+}
+
+/// Writes the checksum, reserved and timestamp fields behind a frame word.
+///
+/// # Safety
+/// `header` must point at a claimed, 8-aligned frame header owned by the caller.
+#[inline(always)]
+unsafe fn write_header_tail(header: *mut u8, checksum: u32, timestamp: u64) {
+    // SAFETY: by the contract above, offsets 8..24 are this claim's and aligned for their types.
+    unsafe {
+        header
+            .add(std::mem::offset_of!(FrameHeader, checksum))
+            .cast::<u32>()
+            .write(checksum);
+        header
+            .add(std::mem::offset_of!(FrameHeader, reserved))
+            .cast::<u32>()
+            .write(0);
+        header
+            .add(std::mem::offset_of!(FrameHeader, timestamp))
+            .cast::<u64>()
+            .write(timestamp);
+    }
+}
+
+impl ProducerMemory {
+    /// The address of `position`, switching to its segment if it is not the current one.
+    #[inline(always)]
+    fn data_ptr(&mut self, position: u64) -> Result<*mut u8> {
+        let index = self.geometry.segment_index(position);
+        let data = match &self.current {
+            Some(current) if current.index == index => current.data,
+            _ => self.switch_to(index)?,
+        };
+        // SAFETY: the offset is below the capacity, inside the mapped data area.
+        Ok(unsafe { data.add(self.geometry.offset_in_segment(position) as usize) })
+    }
+
+    /// The address of `position` in the current segment, where a claim just returned it.
+    #[inline(always)]
+    fn current_ptr(&self, position: u64) -> *mut u8 {
+        let current = self
+            .current
+            .as_ref()
+            .expect("a claim maps the segment it returns");
+        debug_assert_eq!(current.index, self.geometry.segment_index(position));
+        // SAFETY: claims return positions in the segment they last touched, which is current;
+        // the offset is below the capacity.
+        unsafe {
+            current
+                .data
+                .add(self.geometry.offset_in_segment(position) as usize)
+        }
+    }
+
+    #[inline(always)]
+    fn current_word(&self, position: u64) -> &AtomicU64 {
+        // SAFETY: frame starts are 8-aligned in a 4096-aligned data area, and the mapping is
+        // kept alive by `self.current` for as long as the returned borrow of `self`.
+        unsafe { &*(self.current_ptr(position) as *const AtomicU64) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn switch_to(&mut self, index: u64) -> Result<*mut u8> {
+        let mapped = match self.next.take() {
+            Some(next) if next.index == index => next,
+            _ => self.map(index)?,
+        };
+        let data = mapped.data;
+        self.current = Some(mapped);
+        Ok(data)
+    }
+
+    fn prepare(&mut self, index: u64) -> Result<()> {
+        if self.next.as_ref().is_some_and(|n| n.index == index)
+            || self.current.as_ref().is_some_and(|c| c.index >= index)
+        {
+            return Ok(());
+        }
+        self.next = Some(self.map(index)?);
+        Ok(())
+    }
+
+    fn map(&self, index: u64) -> Result<MappedSegment> {
+        let segment = self
+            .shared
+            .segment(index, true)?
+            .expect("segment() with create always returns one");
+        Ok(MappedSegment {
+            index,
+            data: segment.data_ptr(),
+            _segment: segment,
+        })
+    }
+}
+
+impl FrameMemory for ProducerMemory {
+    #[inline(always)]
+    fn frame_word(&mut self, position: u64) -> Result<&AtomicU64> {
+        let ptr = self.data_ptr(position)?;
+        // SAFETY: positions handed to the protocol are 8-aligned frame starts; the mapping
+        // lives in `self.current` while the borrow of `self` lasts.
+        Ok(unsafe { &*(ptr as *const AtomicU64) })
+    }
+}
+
+/// A claimed, not yet visible message, written in place. Derefs to its payload bytes.
+/// [`Claim::commit`] publishes it; dropping it aborts it (readers skip it as padding).
+#[must_use = "a claim that is dropped is aborted"]
+pub struct Claim<'a> {
+    producer: &'a mut Producer,
+    position: u64,
+    frame_len: u64,
+    header: *mut u8,
+    len: usize,
+    timestamp: u64,
+    done: bool,
+}
+
+impl Claim<'_> {
+    /// The position the message will have.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Makes the message visible to consumers and returns its position.
+    pub fn commit(mut self) -> Result<u64> {
+        let checksum = self.producer.checksum(&self[..]);
+        // SAFETY: the header belongs to this claim until the commit below publishes it.
+        unsafe { write_header_tail(self.header, checksum, self.timestamp) };
+        self.producer
+            .commit_frame(self.position, self.len, kind::DATA);
+        self.producer.after_claim(self.position);
+        self.done = true;
+        Ok(self.position)
+    }
+}
+
+impl Deref for Claim<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the payload area of a claim is this claim's alone until commit, lies inside
+        // the current segment, and the mapping lives as long as the producer borrowed here.
+        unsafe { std::slice::from_raw_parts(self.header.add(FRAME_HEADER_LEN as usize), self.len) }
+    }
+}
+
+impl DerefMut for Claim<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only view.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.header.add(FRAME_HEADER_LEN as usize), self.len)
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.producer.abort_frame(self.position, self.frame_len);
+            self.producer.after_claim(self.position);
+        }
+    }
+}
+
+/// A message set being written: records pushed here become visible together on
+/// [`Batch::commit`]. Dropping it uncommitted aborts it. Made by [`Producer::batch`].
+#[must_use = "a batch that is dropped is aborted"]
+pub struct Batch<'a> {
+    producer: &'a mut Producer,
+    position: u64,
+    frame_len: u64,
+    header: *mut u8,
+    capacity: usize,
+    used: usize,
+    timestamp: u64,
+    done: bool,
+}
+
+impl Batch<'_> {
+    /// Appends a record; fails with [`Error::BatchFull`] if it does not fit.
+    pub fn push(&mut self, record: &[u8]) -> Result<()> {
+        let start = align_up(self.used as u64, RECORD_ALIGNMENT) as usize;
+        let needed = start - self.used + RECORD_LENGTH_LEN as usize + record.len();
+        if needed > self.capacity - self.used {
+            return Err(Error::BatchFull {
+                len: record.len(),
+                needed,
+                remaining: self.capacity - self.used,
+            });
+        }
+        // SAFETY: [start, start + 4 + len) lies inside this batch's claimed payload (checked
+        // above), which is this producer's alone until commit; `start` is 4-aligned in an
+        // 8-aligned payload, so the u32 store is aligned.
+        unsafe {
+            let payload = self.header.add(FRAME_HEADER_LEN as usize);
+            payload
+                .add(start)
+                .cast::<u32>()
+                .write((record.len() as u32).to_le());
+            std::ptr::copy_nonoverlapping(
+                record.as_ptr(),
+                payload.add(start + RECORD_LENGTH_LEN as usize),
+                record.len(),
+            );
+        }
+        self.used = start + RECORD_LENGTH_LEN as usize + record.len();
+        Ok(())
+    }
+
+    /// Appends a plain-old-data value as a record.
+    pub fn push_pod<T: bytemuck::NoUninit>(&mut self, value: &T) -> Result<()> {
+        self.push(bytemuck::bytes_of(value))
+    }
+
+    /// Bytes of payload still free.
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.used
+    }
+
+    /// Publishes every record pushed, at once, and returns the position of the set (which is
+    /// also the position of its first record's frame). Unused room becomes padding.
+    pub fn commit(mut self) -> Result<u64> {
+        self.done = true;
+        if self.used == 0 {
+            self.producer.abort_frame(self.position, self.frame_len);
+            self.producer.after_claim(self.position);
+            return Ok(self.position);
+        }
+        let used_frame = align_up(FRAME_HEADER_LEN + self.used as u64, FRAME_ALIGNMENT);
+        if used_frame < self.frame_len {
+            // Padding first, then the commit: a reader that sees the batch sees the padding.
+            let rest = self
+                .producer
+                .memory
+                .current_word(self.position + used_frame);
+            rest.store(
+                format::padding_word(self.frame_len - used_frame),
+                crate::sync::Ordering::Release,
+            );
+        }
+        // SAFETY: the payload's first `used` bytes were written by `push`, and the claim is
+        // this producer's until the commit below.
+        let payload = unsafe {
+            std::slice::from_raw_parts(self.header.add(FRAME_HEADER_LEN as usize), self.used)
+        };
+        let checksum = self.producer.checksum(payload);
+        // SAFETY: as above.
+        unsafe { write_header_tail(self.header, checksum, self.timestamp) };
+        self.producer
+            .commit_frame(self.position, self.used, kind::BATCH);
+        self.producer.after_claim(self.position);
+        Ok(self.position)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.producer.abort_frame(self.position, self.frame_len);
+            self.producer.after_claim(self.position);
+        }
+    }
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("log", &self.shared.dir)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
