@@ -33,6 +33,10 @@ pub struct Message<'a> {
     timestamp_ns: u64,
     producer: u16,
     frame_flags: u8,
+    /// The alignment the format promises for this payload: 8 for a frame's payload, 4 for a
+    /// record in a message set. `as_pod` goes by the promise, not by where this payload
+    /// happens to lie, so that it does not work for one record and fail for the next.
+    promised_alignment: u8,
 }
 
 impl<'a> Message<'a> {
@@ -62,10 +66,30 @@ impl<'a> Message<'a> {
         self.producer
     }
 
-    /// Views the payload as a `Pod` value in place. Fails if the size differs or the payload
-    /// is not aligned for `T` (single messages are 8-aligned; records in a message set only
-    /// 4-aligned — use [`Message::read_pod`] for those).
+    /// Views the payload as a `Pod` value in place. Fails if the size differs, or if `T`
+    /// needs more alignment than the format promises here: single messages are 8-aligned,
+    /// records in a message set only 4-aligned — use [`Message::read_pod`] for those.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut producer = log.producer()?;
+    /// producer.offer_pod(&7u64)?;
+    /// producer.offer_batch(&[8u64.to_le_bytes(), 9u64.to_le_bytes()])?;
+    ///
+    /// let mut consumer = log.consumer(logbus::StartAt::Earliest)?;
+    /// assert_eq!(*consumer.poll()?.unwrap().as_pod::<u64>()?, 7);
+    /// for expected in [8u64, 9] {
+    ///     let record = consumer.poll()?.unwrap();
+    ///     assert!(record.as_pod::<u64>().is_err()); // every record, whatever its address
+    ///     assert_eq!(record.read_pod::<u64>()?, expected);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn as_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<&'a T> {
+        if std::mem::align_of::<T>() > usize::from(self.promised_alignment) {
+            return Err(self.pod_mismatch::<T>());
+        }
         bytemuck::try_from_bytes(self.payload).map_err(|_| self.pod_mismatch::<T>())
     }
 
@@ -108,8 +132,7 @@ pub struct Consumer {
     /// The frame the consumer is at (inside a message set: the set's frame).
     position: u64,
     current: Option<MappedSegment>,
-    next: Option<Arc<Segment>>,
-    /// When `position` reaches this, the next segment is mapped ahead of need.
+    /// When `position` reaches this, the preparer is asked to map the next segment.
     prepare_next_at: u64,
     /// Set while inside a message set: the records not yet delivered.
     batch: Option<BatchCursor>,
@@ -119,7 +142,7 @@ pub struct Consumer {
 struct MappedSegment {
     index: u64,
     data: *const u8,
-    _segment: Arc<Segment>,
+    segment: Arc<Segment>,
 }
 
 /// The undelivered rest of a message set.
@@ -148,7 +171,6 @@ impl Consumer {
             geometry,
             position: 0,
             current: None,
-            next: None,
             prepare_next_at: 0,
             batch: None,
             verify_checksums: false,
@@ -277,7 +299,12 @@ impl Consumer {
             };
             let frame_len = self.check_frame(frame)?;
             match frame.kind {
-                kind::DATA => return Ok(true),
+                kind::DATA => {
+                    if self.verify_checksums && frame.flags & flags::CHECKSUM != 0 {
+                        self.verify_frame_checksum(frame)?;
+                    }
+                    return Ok(true);
+                }
                 kind::PADDING => self.position += frame_len,
                 kind::BATCH => {
                     self.enter_batch_at(0)?;
@@ -302,7 +329,8 @@ impl Consumer {
             let offset = batch.next;
             // SAFETY: `enter_batch_at` and the previous take checked that a whole record lies
             // at `offset` inside the committed payload, which stays mapped by `current`.
-            let len = unsafe { batch.payload.add(offset).cast::<u32>().read() }.to_le() as usize;
+            let len = unsafe { batch.payload.add(offset).cast::<u32>().read() };
+            let len = u32::from_le(len) as usize;
             let body = offset + RECORD_LENGTH_LEN as usize;
             let message = Message {
                 // SAFETY: as above; committed bytes are never written again.
@@ -311,6 +339,7 @@ impl Consumer {
                 timestamp_ns: batch.timestamp_ns,
                 producer: batch.producer,
                 frame_flags: batch.frame_flags,
+                promised_alignment: RECORD_ALIGNMENT as u8,
             };
             let next = align_up((body + len) as u64, RECORD_ALIGNMENT) as usize;
             if next >= batch.payload_len {
@@ -338,6 +367,7 @@ impl Consumer {
             timestamp_ns: timestamp,
             producer: frame.producer,
             frame_flags: frame.flags,
+            promised_alignment: FRAME_ALIGNMENT as u8,
         };
         self.position += align_up(frame.length as u64, FRAME_ALIGNMENT);
         message
@@ -370,8 +400,8 @@ impl Consumer {
         }
     }
 
-    /// Checks that a committed frame is well formed and ends inside its segment; returns its
-    /// aligned length. If checksums are verified, a data frame's payload is checked here.
+    /// Checks that a frame's length is possible and that it ends inside its segment; returns
+    /// its aligned length.
     #[inline(always)]
     fn check_frame(&self, frame: FrameWord) -> Result<u64> {
         let length = frame.length as u64;
@@ -389,9 +419,6 @@ impl Consumer {
                     self.geometry.segment_end(self.position)
                 ),
             });
-        }
-        if frame.kind == kind::DATA && self.verify_checksums && frame.flags & flags::CHECKSUM != 0 {
-            self.verify_frame_checksum(frame)?;
         }
         Ok(aligned)
     }
@@ -468,64 +495,56 @@ impl Consumer {
     #[cold]
     #[inline(never)]
     fn switch_to(&mut self, index: u64) -> Result<bool> {
-        let segment = match self.next.take() {
-            Some(next)
-                if next.base_position() >> self.geometry.capacity().trailing_zeros() == index =>
-            {
-                next
-            }
-            _ => {
-                if self
-                    .shared
-                    .meta
-                    .segments_published()
-                    .load(Ordering::Acquire)
-                    <= index
-                {
-                    return Ok(false);
-                }
-                match self.shared.segment(index, false)? {
-                    Some(segment) => segment,
-                    None => {
-                        let earliest = self.shared.earliest_position()?;
-                        if self.position < earliest {
-                            return Err(Error::PositionDeleted {
-                                position: self.position,
-                                earliest,
-                            });
-                        }
-                        return Ok(false);
-                    }
-                }
-            }
-        };
-        self.current = Some(MappedSegment {
-            index,
-            data: segment.data_ptr(),
-            _segment: segment,
-        });
-        self.prepare_next_at =
-            self.geometry.segment_end(self.position) - self.geometry.capacity() / 2;
-        Ok(true)
-    }
-
-    /// Maps the next segment ahead of need, if it has been published; else tries again at
-    /// the segment's end.
-    #[cold]
-    #[inline(never)]
-    fn prepare_next(&mut self) {
-        let next_index = self.geometry.segment_index(self.position) + 1;
-        self.prepare_next_at = self.geometry.segment_end(self.position);
         if self
             .shared
             .meta
             .segments_published()
             .load(Ordering::Acquire)
-            > next_index
+            <= index
         {
-            if let Ok(Some(segment)) = self.shared.segment(next_index, false) {
-                self.next = Some(segment);
+            return Ok(false);
+        }
+        let Some(segment) = self.shared.segment(index, false)? else {
+            let earliest = self.shared.earliest_position()?;
+            if self.position < earliest {
+                return Err(Error::PositionDeleted {
+                    position: self.position,
+                    earliest,
+                });
             }
+            return Ok(false);
+        };
+        let old = self.current.replace(MappedSegment {
+            index,
+            data: segment.data_ptr(),
+            segment,
+        });
+        if let Some(old) = old {
+            self.shared.retire_segment(old.segment);
+        }
+        self.prepare_next_at =
+            self.geometry.segment_end(self.position) - self.geometry.capacity() / 2;
+        Ok(true)
+    }
+
+    /// Asks the preparer to map the next segment ahead of need once it has been published;
+    /// until it is, looks again every sixteenth of a segment (a consumer right behind the
+    /// producers gets there about when their preparer publishes it).
+    #[cold]
+    #[inline(never)]
+    fn prepare_next(&mut self) {
+        let next_index = self.geometry.segment_index(self.position) + 1;
+        let segment_end = self.geometry.segment_end(self.position);
+        let published = self
+            .shared
+            .meta
+            .segments_published()
+            .load(Ordering::Acquire);
+        if published > next_index {
+            self.shared.prepare_segment(next_index, false);
+            self.prepare_next_at = segment_end;
+        } else {
+            self.prepare_next_at = (self.position + self.geometry.capacity() / 16).min(segment_end);
         }
     }
 
@@ -573,19 +592,20 @@ impl Consumer {
                 let payload_start = frame_start + FRAME_HEADER_LEN;
                 let wanted = position.checked_sub(payload_start);
                 self.enter_batch_at(0)?;
-                let mut offset = 0usize;
-                while let Some(batch) = self.batch {
-                    if Some(offset as u64) == wanted {
-                        return Ok((frame_start, Some(offset)));
-                    }
-                    // SAFETY: check_records validated every record of this committed set.
-                    let len = unsafe { batch.payload.add(offset).cast::<u32>().read() }.to_le();
-                    offset = align_up(
-                        offset as u64 + RECORD_LENGTH_LEN + u64::from(len),
-                        RECORD_ALIGNMENT,
-                    ) as usize;
-                    if offset >= batch.payload_len {
-                        break;
+                if let (Some(batch), Some(wanted)) = (self.batch, wanted) {
+                    let mut offset = 0u64;
+                    while offset < batch.payload_len as u64 {
+                        if offset == wanted {
+                            return Ok((frame_start, Some(offset as usize)));
+                        }
+                        // SAFETY: check_records validated every record of this committed set,
+                        // which stays mapped by `self.current`.
+                        let len =
+                            unsafe { batch.payload.add(offset as usize).cast::<u32>().read() };
+                        offset = align_up(
+                            offset + RECORD_LENGTH_LEN + u64::from(u32::from_le(len)),
+                            RECORD_ALIGNMENT,
+                        );
                     }
                 }
                 return Err(invalid(format!(

@@ -37,6 +37,8 @@ mod log;
 #[cfg(not(loom))]
 mod meta;
 #[cfg(not(loom))]
+mod preparer;
+#[cfg(not(loom))]
 mod producer;
 #[cfg(not(loom))]
 mod segment;

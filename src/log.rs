@@ -3,6 +3,7 @@
 use crate::consumer::{Consumer, StartAt};
 use crate::format::{log_flags, MetaHeader, FORMAT_VERSION, FRAME_HEADER_LEN, META_MAGIC};
 use crate::meta::{Meta, CONSUMER_SLOTS, PRODUCER_SLOTS};
+use crate::preparer::Preparer;
 use crate::producer::Producer;
 use crate::protocol::Geometry;
 use crate::segment::{self, Segment, SegmentSpec};
@@ -158,6 +159,7 @@ pub(crate) struct Shared {
     pub spec: SegmentSpec,
     pub geometry: Geometry,
     segments: Mutex<HashMap<u64, Weak<Segment>>>,
+    preparer: Preparer,
 }
 
 impl Log {
@@ -212,6 +214,7 @@ impl Log {
                 spec,
                 geometry: Geometry::new(header.segment_capacity),
                 segments: Mutex::new(HashMap::new()),
+                preparer: Preparer::new(),
             }),
         })
     }
@@ -310,6 +313,17 @@ impl Shared {
         cache.retain(|_, weak| weak.strong_count() > 0);
         cache.insert(index, Arc::downgrade(&segment));
         Ok(Some(segment))
+    }
+
+    /// Asks this process's preparer thread to map segment `index` (creating it, with
+    /// `create`) before a handle gets there.
+    pub fn prepare_segment(self: &Arc<Self>, index: u64, create: bool) {
+        self.preparer.prepare(self, index, create);
+    }
+
+    /// Lets go of a segment a handle has moved past, unmapping it off the caller's thread.
+    pub fn retire_segment(&self, segment: Arc<Segment>) {
+        self.preparer.retire(segment);
     }
 
     pub fn earliest_position(&self) -> Result<u64> {

@@ -50,18 +50,18 @@ pub struct Producer {
     prepare_next_at: u64,
 }
 
-/// This producer's mappings: the segment it writes in, and the one after it once prepared.
+/// This producer's mapping of the segment it writes in. The next one comes from the log's
+/// segment cache, where the preparer thread put it.
 struct ProducerMemory {
     shared: Arc<Shared>,
     geometry: Geometry,
     current: Option<MappedSegment>,
-    next: Option<MappedSegment>,
 }
 
 struct MappedSegment {
     index: u64,
     data: *mut u8,
-    _segment: Arc<Segment>,
+    segment: Arc<Segment>,
 }
 
 // SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>`s held beside them,
@@ -91,7 +91,6 @@ impl Producer {
                 shared: shared.clone(),
                 geometry,
                 current: None,
-                next: None,
             },
             slot,
             barrier: producer_barrier_kind(),
@@ -235,10 +234,7 @@ impl Producer {
 
     /// Writes every message of `messages` as one message set and returns its position.
     pub fn offer_batch<M: AsRef<[u8]>>(&mut self, messages: &[M]) -> Result<u64> {
-        let size = messages.iter().fold(0u64, |size, m| {
-            align_up(size, RECORD_ALIGNMENT) + RECORD_LENGTH_LEN + m.as_ref().len() as u64
-        });
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let size = Batch::bytes_needed(messages.iter().map(|m| m.as_ref().len()));
         let mut batch = self.batch(size)?;
         for message in messages {
             batch.push(message.as_ref())?;
@@ -314,9 +310,9 @@ impl Producer {
         );
     }
 
-    /// Maps the next segment once a claim passes the middle of the current one. A failure
-    /// here (a full disk, say) is not this message's: it is retried a little later, and the
-    /// claim that really needs the segment reports it.
+    /// Once a claim passes the middle of its segment, asks the preparer thread to create and
+    /// map the next one. If that fails (a full disk, say), the claim that needs the segment
+    /// tries again itself and reports the error: it is not this message's.
     #[inline(always)]
     fn after_claim(&mut self, position: u64) {
         if position >= self.prepare_next_at {
@@ -328,13 +324,9 @@ impl Producer {
     #[inline(never)]
     fn prepare_next(&mut self, position: u64) {
         let geometry = self.shared.geometry;
-        let next_index = geometry.segment_index(position) + 1;
-        match self.memory.prepare(next_index) {
-            Ok(()) => {
-                self.prepare_next_at = geometry.segment_end(position) + geometry.capacity() / 2
-            }
-            Err(_) => self.prepare_next_at = position + geometry.capacity() / 16,
-        }
+        self.shared
+            .prepare_segment(geometry.segment_index(position) + 1, true);
+        self.prepare_next_at = geometry.segment_end(position) + geometry.capacity() / 2;
     }
 }
 
@@ -407,35 +399,20 @@ impl ProducerMemory {
     #[cold]
     #[inline(never)]
     fn switch_to(&mut self, index: u64) -> Result<*mut u8> {
-        let mapped = match self.next.take() {
-            Some(next) if next.index == index => next,
-            _ => self.map(index)?,
-        };
-        let data = mapped.data;
-        self.current = Some(mapped);
-        Ok(data)
-    }
-
-    fn prepare(&mut self, index: u64) -> Result<()> {
-        if self.next.as_ref().is_some_and(|n| n.index == index)
-            || self.current.as_ref().is_some_and(|c| c.index >= index)
-        {
-            return Ok(());
-        }
-        self.next = Some(self.map(index)?);
-        Ok(())
-    }
-
-    fn map(&self, index: u64) -> Result<MappedSegment> {
         let segment = self
             .shared
             .segment(index, true)?
             .expect("segment() with create always returns one");
-        Ok(MappedSegment {
+        let data = segment.data_ptr();
+        let old = self.current.replace(MappedSegment {
             index,
-            data: segment.data_ptr(),
-            _segment: segment,
-        })
+            data,
+            segment,
+        });
+        if let Some(old) = old {
+            self.shared.retire_segment(old.segment);
+        }
+        Ok(data)
     }
 }
 
@@ -523,6 +500,26 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    /// The `max_payload_bytes` to ask [`Producer::batch`] for, to hold records of these
+    /// payload lengths: each takes a 4-byte length, and each but the first starts 4-aligned.
+    ///
+    /// ```
+    /// use logbus::Batch;
+    /// assert_eq!(Batch::bytes_needed([3, 2]), 4 + 3 + 1 + 4 + 2);
+    /// assert_eq!(Batch::bytes_needed([]), 0);
+    /// ```
+    pub fn bytes_needed(record_lens: impl IntoIterator<Item = usize>) -> usize {
+        let bytes = record_lens.into_iter().fold(0u64, |used, len| {
+            align_up(used, RECORD_ALIGNMENT) + RECORD_LENGTH_LEN + len as u64
+        });
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Payload bytes taken so far by the records pushed.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
     /// Appends a record; fails with [`Error::BatchFull`] if it does not fit.
     pub fn push(&mut self, record: &[u8]) -> Result<()> {
         let start = align_up(self.used as u64, RECORD_ALIGNMENT) as usize;

@@ -34,16 +34,10 @@ impl SegmentSpec {
 /// the file is deleted meanwhile.
 pub(crate) struct Segment {
     map: MmapRaw,
-    base_position: u64,
     path: PathBuf,
 }
 
 impl Segment {
-    /// Log position of the first data byte.
-    pub fn base_position(&self) -> u64 {
-        self.base_position
-    }
-
     /// The file this mapping came from.
     #[allow(dead_code)]
     pub fn path(&self) -> &Path {
@@ -84,7 +78,7 @@ pub(crate) fn open_or_create(
     match publish(&temp_path, &final_path) {
         Ok(()) => {
             sync_dir(dir);
-            let segment = map(file, final_path, base_position, spec)?;
+            let segment = map(file, final_path, spec)?;
             Ok((segment, true))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -143,7 +137,7 @@ pub(crate) fn open(dir: &Path, spec: &SegmentSpec, base_position: u64) -> Result
             header.log_flags, spec.log_flags
         ),
     )?;
-    map(file, path, base_position, spec)
+    map(file, path, spec)
 }
 
 /// Reads and checks the header of one segment file on its own: magic, version, checksum,
@@ -234,7 +228,7 @@ fn new_header(spec: &SegmentSpec, base_position: u64) -> SegmentHeader {
     header
 }
 
-fn map(file: File, path: PathBuf, base_position: u64, spec: &SegmentSpec) -> Result<Segment> {
+fn map(file: File, path: PathBuf, spec: &SegmentSpec) -> Result<Segment> {
     // MAP_POPULATE: this process's page tables are filled now, at rotation time, instead of
     // one fault per 4 KiB page on the hot path (page tables are per process).
     let map = MmapOptions::new()
@@ -242,11 +236,7 @@ fn map(file: File, path: PathBuf, base_position: u64, spec: &SegmentSpec) -> Res
         .populate()
         .map_raw(&file)
         .map_err(|e| Error::io(&path, e))?;
-    Ok(Segment {
-        map,
-        base_position,
-        path,
-    })
+    Ok(Segment { map, path })
 }
 
 /// A name no other process or thread uses, hidden from directory scans by its leading dot.

@@ -1,0 +1,144 @@
+//! The segment preparer: one helper thread per open log in each process that creates and maps
+//! segments before producers and consumers reach them, and unmaps the ones they leave behind.
+//!
+//! Creating a segment (`fallocate` of its whole capacity) and pre-faulting a mapping of it
+//! cost milliseconds for large segments, and unmapping one costs about as much again; done
+//! by the producer or consumer that crosses a segment's middle or end, that is a stall on
+//! its hot path. Here it happens on a thread of its own. The work is advisory: whoever needs
+//! a segment that is not ready yet maps it itself, so a slow, failed or absent preparer costs
+//! time, never correctness.
+
+use crate::log::Shared;
+use crate::segment::Segment;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+
+/// Prepared segments kept mapped until a handle picks them up: enough for a producer and a
+/// consumer of the same process asking for different segments at once.
+const HELD_SEGMENTS: usize = 4;
+
+pub(crate) struct Preparer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Segments to map, and whether to create them if they do not exist.
+    requests: VecDeque<(u64, bool)>,
+    /// Segments a handle has left; dropping the last reference unmaps them.
+    retired: Vec<Arc<Segment>>,
+    /// The segments prepared last, kept mapped so that the handle that asked finds them.
+    held: VecDeque<Arc<Segment>>,
+    /// The process the thread was started in; a forked child has no such thread.
+    thread_pid: Option<u32>,
+    shutdown: bool,
+}
+
+impl Preparer {
+    pub fn new() -> Self {
+        Preparer {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::default()),
+                work: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Asks for segment `index` to be mapped (and, with `create`, created) soon.
+    pub fn prepare(&self, shared: &Arc<Shared>, index: u64, create: bool) {
+        let mut state = self.lock();
+        if !self.ensure_thread(&mut state, shared) {
+            return; // Nobody to hand it to: the caller maps the segment when it gets there.
+        }
+        if !state.requests.contains(&(index, create)) {
+            state.requests.push_back((index, create));
+        }
+        drop(state);
+        self.inner.work.notify_one();
+    }
+
+    /// Hands over a segment reference that a handle no longer needs, so that the unmapping
+    /// (if it is the last reference) happens on the preparer's thread.
+    pub fn retire(&self, segment: Arc<Segment>) {
+        let mut state = self.lock();
+        if state.thread_pid != Some(std::process::id()) {
+            drop(state);
+            drop(segment); // No thread here to do it: unmap now.
+            return;
+        }
+        state.retired.push(segment);
+        drop(state);
+        self.inner.work.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the thread on first use in this process; false if it cannot run.
+    fn ensure_thread(&self, state: &mut State, shared: &Arc<Shared>) -> bool {
+        let pid = std::process::id();
+        if state.thread_pid == Some(pid) {
+            return true;
+        }
+        let inner = self.inner.clone();
+        let log = Arc::downgrade(shared);
+        let spawned = std::thread::Builder::new()
+            .name("logbus-prepare".into())
+            .spawn(move || run(&inner, &log));
+        // Clear what a parent process queued before a fork: its thread is not here.
+        *state = State::default();
+        if spawned.is_ok() {
+            state.thread_pid = Some(pid);
+        }
+        spawned.is_ok()
+    }
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        // No join: the last reference to the log may be dropped on the preparer thread itself.
+        self.lock().shutdown = true;
+        self.inner.work.notify_one();
+    }
+}
+
+fn run(inner: &Inner, log: &Weak<Shared>) {
+    let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        while state.requests.is_empty() && state.retired.is_empty() && !state.shutdown {
+            state = inner.work.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.shutdown {
+            return;
+        }
+        let retired = std::mem::take(&mut state.retired);
+        let request = state.requests.pop_front();
+        drop(state);
+        drop(retired);
+        if let Some((index, create)) = request {
+            // Hold the log only while working: a preparer waiting with a strong reference
+            // would keep a dropped log alive forever.
+            let Some(shared) = log.upgrade() else { return };
+            // A failure (a full disk, say) is left for the claim that needs the segment to
+            // report; this is only the early attempt.
+            let prepared = shared.segment(index, create).ok().flatten();
+            drop(shared);
+            state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(segment) = prepared {
+                if state.held.len() == HELD_SEGMENTS {
+                    let oldest = state.held.pop_front();
+                    state.retired.extend(oldest);
+                }
+                state.held.push_back(segment);
+            }
+        } else {
+            state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
