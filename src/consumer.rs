@@ -341,7 +341,7 @@ impl Consumer {
                 frame_flags: batch.frame_flags,
                 promised_alignment: RECORD_ALIGNMENT as u8,
             };
-            let next = align_up((body + len) as u64, RECORD_ALIGNMENT) as usize;
+            let next = next_record(offset, len);
             if next >= batch.payload_len {
                 self.batch = None;
             } else {
@@ -505,6 +505,8 @@ impl Consumer {
             return Ok(false);
         }
         let Some(segment) = self.shared.segment(index, false)? else {
+            // Published once, gone now: deleted by retention if it lies before the earliest
+            // segment, else lost — either way waiting would never end.
             let earliest = self.shared.earliest_position()?;
             if self.position < earliest {
                 return Err(Error::PositionDeleted {
@@ -512,7 +514,13 @@ impl Consumer {
                     earliest,
                 });
             }
-            return Ok(false);
+            return Err(Error::MissingSegment {
+                path: self
+                    .shared
+                    .dir
+                    .join(format::segment_file_name(index * self.geometry.capacity())),
+                position: self.position,
+            });
         };
         let old = self.current.replace(MappedSegment {
             index,
@@ -602,10 +610,7 @@ impl Consumer {
                         // which stays mapped by `self.current`.
                         let len =
                             unsafe { batch.payload.add(offset as usize).cast::<u32>().read() };
-                        offset = align_up(
-                            offset + RECORD_LENGTH_LEN + u64::from(u32::from_le(len)),
-                            RECORD_ALIGNMENT,
-                        );
+                        offset = next_record(offset as usize, u32::from_le(len) as usize) as u64;
                     }
                 }
                 return Err(invalid(format!(
@@ -654,16 +659,24 @@ fn check_records(payload: &[u8]) -> std::result::Result<(), String> {
             ));
         };
         let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
-        let end = offset + RECORD_LENGTH_LEN as usize + len;
-        if end > payload.len() {
+        if offset + RECORD_LENGTH_LEN as usize + len > payload.len() {
             return Err(format!(
                 "record at offset {offset} of {len} bytes runs past the payload's {} bytes",
                 payload.len()
             ));
         }
-        offset = align_up(end as u64, RECORD_ALIGNMENT) as usize;
+        offset = next_record(offset, len);
     }
     Ok(())
+}
+
+/// Offset of the record after the one at `offset` with a `len`-byte payload.
+#[inline(always)]
+fn next_record(offset: usize, len: usize) -> usize {
+    align_up(
+        (offset + RECORD_LENGTH_LEN as usize + len) as u64,
+        RECORD_ALIGNMENT,
+    ) as usize
 }
 
 impl std::fmt::Debug for Consumer {

@@ -63,6 +63,32 @@ pub enum Error {
         /// The length its header requires.
         expected: u64,
     },
+    /// A file is longer than its kind and header allow.
+    #[error("{}: {actual} bytes, but this file must be exactly {expected}", path.display())]
+    WrongLength {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        actual: u64,
+        /// The length its header requires.
+        expected: u64,
+    },
+    /// A segment file that the log had published is gone, though later ones exist.
+    #[error("{}: the segment file for position {position} is missing (deleted by hand?); the log cannot be read past it", path.display())]
+    MissingSegment {
+        /// The file that should be there.
+        path: PathBuf,
+        /// The position the consumer needs from it.
+        position: u64,
+    },
+    /// `Log::create` found segment files without a meta file: another log's remains.
+    #[error("{}: a segment file with no meta file beside it ({count} in the directory); will not create a log over another log's segments", path.display())]
+    StraySegments {
+        /// The first segment file found.
+        path: PathBuf,
+        /// How many segment files there are.
+        count: usize,
+    },
     /// A file header is inconsistent (bad checksum, impossible values, another log's id).
     #[error("{}: corrupt header: {detail}", path.display())]
     CorruptHeader {

@@ -189,6 +189,21 @@ impl Log {
             reserved: [0; 64],
         };
         header.header_checksum = header.compute_checksum();
+        // Once the meta file is published the log exists; check first that no other log's
+        // segments are here, or the new log would half-adopt them.
+        let segments = list_segments(dir)?;
+        if let Some(&first) = segments.first() {
+            // A creator publishes its meta file before its first segment, so segments with a
+            // meta file beside them are a log (perhaps one made a moment ago by a racing
+            // process), not strays.
+            if dir.join(format::META_FILE_NAME).exists() {
+                return Err(Error::AlreadyExists { path: dir.into() });
+            }
+            return Err(Error::StraySegments {
+                path: dir.join(format::segment_file_name(first)),
+                count: segments.len(),
+            });
+        }
         Meta::create(dir, header)?;
         let log = Log::open(dir)?;
         log.shared.segment(0, true)?;
@@ -327,20 +342,26 @@ impl Shared {
     }
 
     pub fn earliest_position(&self) -> Result<u64> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let mut earliest = None::<u64>;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
-            if let Some(base) = entry
-                .file_name()
-                .to_str()
-                .and_then(format::parse_segment_file_name)
-            {
-                earliest = Some(earliest.map_or(base, |e| e.min(base)));
-            }
-        }
-        Ok(earliest.unwrap_or(0))
+        Ok(list_segments(&self.dir)?.first().copied().unwrap_or(0))
     }
+}
+
+/// The base positions of the segment files in `dir`, in log order.
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(format::parse_segment_file_name)
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
 }
 
 fn random_log_id() -> [u8; 16] {

@@ -260,11 +260,25 @@ fn validate_header(header: &MetaHeader, path: &Path, len: u64) -> Result<()> {
         )));
     }
     if len != META_FILE_LEN {
-        return Err(Error::Truncated {
-            path: path.into(),
-            actual: len,
-            expected: META_FILE_LEN,
-        });
+        return Err(length_error(path, len, META_FILE_LEN));
     }
     Ok(())
+}
+
+/// The error for a file of `actual` bytes that must be `expected` bytes long.
+pub(crate) fn length_error(path: &Path, actual: u64, expected: u64) -> Error {
+    let path = path.into();
+    if actual < expected {
+        Error::Truncated {
+            path,
+            actual,
+            expected,
+        }
+    } else {
+        Error::WrongLength {
+            path,
+            actual,
+            expected,
+        }
+    }
 }

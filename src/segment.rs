@@ -202,11 +202,7 @@ pub fn read_header(file: &File, path: &Path) -> Result<SegmentHeader> {
     }
     let expected = SEGMENT_HEADER_LEN + header.capacity;
     if len != expected {
-        return Err(Error::Truncated {
-            path: path.into(),
-            actual: len,
-            expected,
-        });
+        return Err(crate::meta::length_error(path, len, expected));
     }
     Ok(header)
 }
