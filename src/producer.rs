@@ -571,15 +571,11 @@ impl Batch<'_> {
         }
         let used_frame = align_up(FRAME_HEADER_LEN + self.used as u64, FRAME_ALIGNMENT);
         if used_frame < self.frame_len {
-            // Padding first, then the commit: a reader that sees the batch sees the padding.
             let rest = self
                 .producer
                 .memory
                 .current_word(self.position + used_frame);
-            rest.store(
-                format::padding_word(self.frame_len - used_frame),
-                crate::sync::Ordering::Release,
-            );
+            protocol::pad_rest_of_claim(rest, self.frame_len - used_frame);
         }
         // SAFETY: the payload's first `used` bytes were written by `push`, and the claim is
         // this producer's until the commit below.

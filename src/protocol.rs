@@ -160,11 +160,20 @@ pub fn commit(word: &AtomicU64, committed_word: u64, wake: &WakeWord, barrier: B
 }
 
 /// Turns a claimed range of `frame_len` bytes into padding, so readers skip it: the abort of
-/// a claim that is dropped, and the unused end of a batch.
+/// a claim that is dropped.
 #[inline]
 pub fn pad(word: &AtomicU64, frame_len: u64, wake: &WakeWord, barrier: BarrierKind) {
     word.store(padding_word(frame_len), Ordering::Release);
     wake.wake_waiters(barrier);
+}
+
+/// Turns the unused end of a claimed range (`rest_len` bytes at `rest`) into padding, before
+/// the frame at the range's start is committed: a message set that came out shorter than
+/// its claim. No wake-up of its own: a reader reaches the padding only through that frame,
+/// whose commit `Release` also publishes this store, and whose wake-up covers both.
+#[inline]
+pub fn pad_rest_of_claim(rest: &AtomicU64, rest_len: u64) {
+    rest.store(padding_word(rest_len), Ordering::Relaxed);
 }
 
 /// The wake-up word and the waiter count, on a cache line of their own in the meta file.
@@ -201,7 +210,8 @@ impl WakeWord {
     }
 
     /// Sleeps until `ready()` returns true or `deadline` passes; returns what `ready` last
-    /// returned. `ready` must be a pure check of shared memory (a frame word, say).
+    /// returned. `ready` reads shared memory (the frame word the caller waits at) and may move
+    /// the caller's own state on (past padding, say), but must not write shared memory.
     pub fn wait_until(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let ordered = heavy_barrier();
