@@ -341,7 +341,7 @@ impl Consumer {
                 frame_flags: batch.frame_flags,
                 promised_alignment: RECORD_ALIGNMENT as u8,
             };
-            let next = next_record(offset, len);
+            let next = format::next_record_offset(offset, len);
             if next >= batch.payload_len {
                 self.batch = None;
             } else {
@@ -464,7 +464,7 @@ impl Consumer {
         let payload = unsafe {
             std::slice::from_raw_parts(header.add(FRAME_HEADER_LEN as usize), payload_len)
         };
-        if let Err(detail) = check_records(payload) {
+        if let Err(detail) = format::check_records(payload) {
             return Err(Error::CorruptFrame {
                 position: self.position,
                 detail,
@@ -610,7 +610,9 @@ impl Consumer {
                         // which stays mapped by `self.current`.
                         let len =
                             unsafe { batch.payload.add(offset as usize).cast::<u32>().read() };
-                        offset = next_record(offset as usize, u32::from_le(len) as usize) as u64;
+                        offset =
+                            format::next_record_offset(offset as usize, u32::from_le(len) as usize)
+                                as u64;
                     }
                 }
                 return Err(invalid(format!(
@@ -647,36 +649,6 @@ unsafe fn read_header_tail(header: *const u8) -> (u32, u64) {
                 .read(),
         )
     }
-}
-
-/// Checks that the records of a message set exactly tile its payload.
-fn check_records(payload: &[u8]) -> std::result::Result<(), String> {
-    let mut offset = 0usize;
-    while offset < payload.len() {
-        let Some(prefix) = payload.get(offset..offset + RECORD_LENGTH_LEN as usize) else {
-            return Err(format!(
-                "record at offset {offset} has no room for its length"
-            ));
-        };
-        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
-        if offset + RECORD_LENGTH_LEN as usize + len > payload.len() {
-            return Err(format!(
-                "record at offset {offset} of {len} bytes runs past the payload's {} bytes",
-                payload.len()
-            ));
-        }
-        offset = next_record(offset, len);
-    }
-    Ok(())
-}
-
-/// Offset of the record after the one at `offset` with a `len`-byte payload.
-#[inline(always)]
-fn next_record(offset: usize, len: usize) -> usize {
-    align_up(
-        (offset + RECORD_LENGTH_LEN as usize + len) as u64,
-        RECORD_ALIGNMENT,
-    ) as usize
 }
 
 impl std::fmt::Debug for Consumer {

@@ -201,6 +201,50 @@ impl FrameWord {
     }
 }
 
+/// Offset, in a message set's payload, of the record after the one at `offset` whose own
+/// payload is `len` bytes.
+#[inline(always)]
+pub fn next_record_offset(offset: usize, len: usize) -> usize {
+    align_up(
+        (offset + RECORD_LENGTH_LEN as usize + len) as u64,
+        RECORD_ALIGNMENT,
+    ) as usize
+}
+
+/// The records of a message set's payload, as (offset in the payload, record bytes); an
+/// `Err` (and the end) where a record's length runs past the payload.
+pub fn records(payload: &[u8]) -> impl Iterator<Item = Result<(usize, &[u8]), String>> + '_ {
+    let mut offset = 0usize;
+    std::iter::from_fn(move || {
+        if offset >= payload.len() {
+            return None;
+        }
+        let at = offset;
+        let Some(prefix) = payload.get(at..at + RECORD_LENGTH_LEN as usize) else {
+            offset = payload.len();
+            return Some(Err(format!(
+                "record at offset {at} has no room for its length"
+            )));
+        };
+        let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let body = at + RECORD_LENGTH_LEN as usize;
+        let Some(bytes) = payload.get(body..body.saturating_add(len)) else {
+            offset = payload.len();
+            return Some(Err(format!(
+                "record at offset {at} of {len} bytes runs past the payload's {} bytes",
+                payload.len()
+            )));
+        };
+        offset = next_record_offset(at, len);
+        Some(Ok((at, bytes)))
+    })
+}
+
+/// Checks that the records of a message set exactly tile its payload.
+pub fn check_records(payload: &[u8]) -> Result<(), String> {
+    records(payload).try_for_each(|record| record.map(|_| ()))
+}
+
 /// CRC32C of `bytes`, using the CPU's instruction where there is one.
 #[inline]
 pub fn checksum(bytes: &[u8]) -> u32 {
@@ -267,6 +311,29 @@ mod tests {
         assert_eq!(parse_segment_file_name("67108864.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000006710886x.seg"), None);
         assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn records_tile_a_payload_and_a_bad_length_is_an_error() {
+        let mut payload = Vec::new();
+        for record in [&b"abc"[..], b"", b"defgh"] {
+            while payload.len() % 4 != 0 {
+                payload.push(0);
+            }
+            payload.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            payload.extend_from_slice(record);
+        }
+        let found: Vec<_> = records(&payload).collect::<Result<_, _>>().unwrap();
+        assert_eq!(
+            found,
+            vec![(0, &b"abc"[..]), (8, &b""[..]), (12, &b"defgh"[..])]
+        );
+        assert!(check_records(&payload).is_ok());
+        payload[12] = 200;
+        assert!(check_records(&payload).unwrap_err().contains("offset 12"));
+        assert!(check_records(&payload[..2])
+            .unwrap_err()
+            .contains("no room"));
     }
 
     #[test]

@@ -33,6 +33,8 @@ mod clock;
 #[cfg(not(loom))]
 mod consumer;
 #[cfg(not(loom))]
+pub mod inspect;
+#[cfg(not(loom))]
 mod log;
 #[cfg(not(loom))]
 mod meta;
@@ -48,5 +50,7 @@ pub use consumer::{Consumer, Message, StartAt};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use log::{Log, LogOptions};
+#[cfg(not(loom))]
+pub use meta::ProducerInfo;
 #[cfg(not(loom))]
 pub use producer::{Batch, Claim, Producer};

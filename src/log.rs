@@ -274,6 +274,25 @@ impl Log {
         self.shared.earliest_position()
     }
 
+    /// The producer slots in use, live or dead.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let producer = log.producer()?;
+    /// let producers = log.producers();
+    /// assert_eq!(producers.len(), 1);
+    /// assert_eq!(producers[0].slot, producer.slot());
+    /// assert_eq!(producers[0].pid, std::process::id());
+    /// assert!(producers[0].alive);
+    /// drop(producer);
+    /// assert!(log.producers().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn producers(&self) -> Vec<crate::ProducerInfo> {
+        self.shared.meta.producers_in_use()
+    }
+
     /// The options the log was created with.
     pub fn options(&self) -> LogOptions {
         let spec = &self.shared.spec;

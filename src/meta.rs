@@ -191,6 +191,29 @@ impl Meta {
         })
     }
 
+    /// The slots in use, with whether their owner process still runs.
+    pub fn producers_in_use(&self) -> Vec<ProducerInfo> {
+        self.producers()
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, entry)| {
+                let owner = entry.owner.load(Ordering::Acquire);
+                if owner == 0 {
+                    return None;
+                }
+                let (pid, start_low) = split_owner(owner);
+                let start_time = entry.start_time.load(Ordering::Acquire);
+                Some(ProducerInfo {
+                    slot: slot as u16,
+                    pid,
+                    start_time,
+                    acquired_ns: entry.acquired_ns.load(Ordering::Acquire),
+                    alive: clock::process_start_time(pid).is_some_and(|t| t as u32 == start_low),
+                })
+            })
+            .collect()
+    }
+
     /// Gives back a slot taken by [`Meta::acquire_producer_slot`].
     pub fn release_producer_slot(&self, index: u16) {
         let (pid, start_time) = clock::this_process();
@@ -202,6 +225,22 @@ impl Meta {
             Ordering::Relaxed,
         );
     }
+}
+
+/// A producer slot in use, as the meta file shows it: see [`crate::Log::producers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerInfo {
+    /// The slot number, written in every frame the producer writes.
+    pub slot: u16,
+    /// The owner's process id.
+    pub pid: u32,
+    /// The owner's start time, in clock ticks since boot.
+    pub start_time: u64,
+    /// When the slot was taken, nanoseconds since the Unix epoch.
+    pub acquired_ns: u64,
+    /// Whether the owner process still runs (a reused pid with another start time does not
+    /// count). A dead owner's slot is taken over by the next producer that needs one.
+    pub alive: bool,
 }
 
 fn owner_word(pid: u32, start_time: u64) -> u64 {

@@ -1,0 +1,354 @@
+//! Read-only inspection of segment files, one file at a time: the frames as they lie, without
+//! joining the log as a producer or consumer. `logbus dump`, log verification and the bridge
+//! see the log through this.
+//!
+//! Nothing here trusts the file: every length is checked before it is used, and a frame that
+//! breaks the format ends the walk with an error naming its position, never a panic.
+
+use crate::format::{
+    self, align_up, kind, FrameWord, SegmentHeader, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::{segment, Error, Result};
+use memmap2::{Mmap, MmapOptions};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One segment file opened read-only, its header checked.
+///
+/// ```
+/// use logbus::{inspect::SegmentFile, Log, LogOptions};
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+/// log.producer()?.offer(b"hello")?;
+///
+/// let file = SegmentFile::open(dir.path().join("00000000000000000000.seg"))?;
+/// let frames = file.frames().collect::<Result<Vec<_>, _>>()?;
+/// assert_eq!(frames.len(), 1);
+/// assert_eq!(frames[0].payload(), b"hello");
+/// assert_eq!(frames[0].checksum_ok(), Some(true));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SegmentFile {
+    path: PathBuf,
+    header: SegmentHeader,
+    map: Mmap,
+}
+
+impl SegmentFile {
+    /// Opens and checks the segment file at `path` (magic, version, header checksum, length).
+    pub fn open(path: impl AsRef<Path>) -> Result<SegmentFile> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let header = segment::read_header(&file, path)?;
+        // SAFETY: a read-only shared mapping of a file whose length read_header checked. Its
+        // bytes may change under us (producers append): every read of a frame word below is
+        // atomic, and everything behind a frame word is read only once the word says the
+        // frame is committed, after which no writer touches it.
+        let map = unsafe { MmapOptions::new().map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(SegmentFile {
+            path: path.to_path_buf(),
+            header,
+            map,
+        })
+    }
+
+    /// The file's header.
+    pub fn header(&self) -> &SegmentHeader {
+        &self.header
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Log position of the first data byte.
+    pub fn base_position(&self) -> u64 {
+        self.header.base_position
+    }
+
+    /// First position after this segment.
+    pub fn end_position(&self) -> u64 {
+        self.header.base_position + self.header.capacity
+    }
+
+    /// The frames from the segment's start, in order. The walk ends at the first zero frame
+    /// word (nothing written there yet), at the segment's end, or at an error.
+    pub fn frames(&self) -> Frames<'_> {
+        Frames {
+            file: self,
+            offset: 0,
+            done: false,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.map[SEGMENT_HEADER_LEN as usize..]
+    }
+
+    fn frame_word(&self, offset: u64) -> u64 {
+        let data = self.data();
+        debug_assert!(offset % FRAME_ALIGNMENT == 0 && offset + 8 <= data.len() as u64);
+        // SAFETY: `offset` is 8-aligned inside the data area (checked by the caller), and the
+        // data area starts page-aligned, so this is an aligned u64 inside the mapping. A load
+        // is what other processes' stores to this word pair with.
+        let word = unsafe { &*(data.as_ptr().add(offset as usize) as *const AtomicU64) };
+        word.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for SegmentFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentFile")
+            .field("path", &self.path)
+            .field("base_position", &self.header.base_position)
+            .field("capacity", &self.header.capacity)
+            .finish()
+    }
+}
+
+/// Whether a frame is visible to consumers yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameStatus {
+    /// Committed: header and payload are final.
+    Committed,
+    /// Claimed by a producer and not committed yet (or never, if it died): only the frame
+    /// word is meaningful, and its length is the claimed length.
+    Claimed,
+}
+
+/// One frame as it lies in a segment file.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    position: u64,
+    status: FrameStatus,
+    word: FrameWord,
+    checksum: u32,
+    timestamp: u64,
+    payload: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// The frame's log position.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Committed or only claimed.
+    pub fn status(&self) -> FrameStatus {
+        self.status
+    }
+
+    /// The frame kind byte (see [`format::kind`]); not checked against the known kinds.
+    pub fn kind(&self) -> u8 {
+        self.word.kind
+    }
+
+    /// The frame flags byte (see [`format::flags`]).
+    pub fn flags(&self) -> u8 {
+        self.word.flags
+    }
+
+    /// The producer slot of the writer.
+    pub fn producer(&self) -> u16 {
+        self.word.producer
+    }
+
+    /// Header plus payload bytes (for a claimed frame: the claimed, aligned length).
+    pub fn length(&self) -> u32 {
+        self.word.length.unsigned_abs()
+    }
+
+    /// Bytes the frame takes in the segment, aligned: the distance to the next frame.
+    pub fn aligned_length(&self) -> u64 {
+        align_up(u64::from(self.length()), FRAME_ALIGNMENT)
+    }
+
+    /// Nanoseconds since the Unix epoch, if the frame carries a timestamp.
+    pub fn timestamp_ns(&self) -> Option<u64> {
+        (self.status == FrameStatus::Committed
+            && self.word.kind != kind::PADDING
+            && self.word.flags & format::flags::TIMESTAMP != 0)
+            .then_some(self.timestamp)
+    }
+
+    /// The checksum in the header, if the frame carries one.
+    pub fn checksum(&self) -> Option<u32> {
+        (self.status == FrameStatus::Committed
+            && self.word.kind != kind::PADDING
+            && self.word.flags & format::flags::CHECKSUM != 0)
+            .then_some(self.checksum)
+    }
+
+    /// Whether the payload matches its checksum; `None` if the frame carries none.
+    pub fn checksum_ok(&self) -> Option<bool> {
+        self.checksum()
+            .map(|expected| format::checksum(self.payload) == expected)
+    }
+
+    /// The payload of a committed data or message-set frame; empty for padding and claims.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The records of a message set, as (log position, bytes); an `Err` where a record's
+    /// length runs past the payload. Empty for other kinds.
+    pub fn records(&self) -> impl Iterator<Item = Result<(u64, &'a [u8])>> + 'a {
+        let payload_position = self.position + FRAME_HEADER_LEN;
+        let frame_position = self.position;
+        let payload = if self.word.kind == kind::BATCH && self.status == FrameStatus::Committed {
+            self.payload
+        } else {
+            &[]
+        };
+        format::records(payload).map(move |record| match record {
+            Ok((offset, bytes)) => Ok((payload_position + offset as u64, bytes)),
+            Err(detail) => Err(Error::CorruptFrame {
+                position: frame_position,
+                detail,
+            }),
+        })
+    }
+}
+
+/// The frames of a [`SegmentFile`], in order; see [`SegmentFile::frames`].
+pub struct Frames<'a> {
+    file: &'a SegmentFile,
+    offset: u64,
+    done: bool,
+}
+
+impl Frames<'_> {
+    /// The position the walk has reached: after the last frame returned. Once the walk has
+    /// ended without an error, this is where the written data of the segment ends.
+    pub fn next_position(&self) -> u64 {
+        self.file.base_position() + self.offset
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<Frame<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let capacity = self.file.header.capacity;
+        if self.done || self.offset >= capacity {
+            return None;
+        }
+        let position = self.next_position();
+        let word = FrameWord::unpack(self.file.frame_word(self.offset));
+        if word.length == 0 {
+            self.done = true;
+            return None;
+        }
+        let status = if word.length > 0 {
+            FrameStatus::Committed
+        } else {
+            FrameStatus::Claimed
+        };
+        let length = u64::from(word.length.unsigned_abs());
+        let aligned = align_up(length, FRAME_ALIGNMENT);
+        let min = if word.kind == kind::PADDING || status == FrameStatus::Claimed {
+            FRAME_ALIGNMENT
+        } else {
+            FRAME_HEADER_LEN
+        };
+        if length < min || self.offset + aligned > capacity {
+            self.done = true;
+            return Some(Err(Error::CorruptFrame {
+                position,
+                detail: format!(
+                    "length {} does not fit between {min} and the segment end at {}",
+                    word.length,
+                    self.file.end_position()
+                ),
+            }));
+        }
+        let start = self.offset as usize;
+        let data = self.file.data();
+        let (checksum, timestamp, payload) =
+            if status == FrameStatus::Committed && word.kind != kind::PADDING {
+                let header = &data[start..start + FRAME_HEADER_LEN as usize];
+                (
+                    u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")),
+                    u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
+                    &data[start + FRAME_HEADER_LEN as usize..start + length as usize],
+                )
+            } else {
+                (0, 0, &data[..0])
+            };
+        self.offset += aligned;
+        Some(Ok(Frame {
+            position,
+            status,
+            word,
+            checksum,
+            timestamp,
+            payload,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Log, LogOptions};
+
+    #[test]
+    fn a_walk_shows_data_sets_padding_and_a_claim_in_flight_and_ends_at_the_written_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+        let mut producer = log.producer().unwrap();
+        producer.offer(b"one").unwrap();
+        producer.offer_batch(&[&b"ab"[..], b"cde"]).unwrap();
+        drop(producer.claim(10).unwrap());
+        let claim = producer.claim(5).unwrap();
+        let claimed_at = claim.position();
+
+        let file = SegmentFile::open(dir.path().join(format::segment_file_name(0))).unwrap();
+        let mut frames = file.frames();
+        let all: Vec<Frame<'_>> = frames.by_ref().map(Result::unwrap).collect();
+        let kinds: Vec<_> = all.iter().map(|f| (f.kind(), f.status())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (kind::DATA, FrameStatus::Committed),
+                (kind::BATCH, FrameStatus::Committed),
+                (kind::PADDING, FrameStatus::Committed),
+                (kind::DATA, FrameStatus::Claimed),
+            ]
+        );
+        assert_eq!(all[0].payload(), b"one");
+        let records: Vec<_> = all[1].records().map(Result::unwrap).collect();
+        assert_eq!(records, [(32 + 24, &b"ab"[..]), (32 + 24 + 8, &b"cde"[..])]);
+        assert_eq!(all[3].position(), claimed_at);
+        assert_eq!(all[3].payload(), b"");
+        assert_eq!(frames.next_position(), log.tail());
+        drop(claim);
+    }
+
+    #[test]
+    fn a_corrupt_length_ends_the_walk_with_an_error_naming_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+        let mut producer = log.producer().unwrap();
+        producer.offer(b"good").unwrap();
+        let bad = producer.offer(b"to be broken").unwrap();
+        let path = dir.path().join(format::segment_file_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = (SEGMENT_HEADER_LEN + bad) as usize;
+        bytes[at..at + 4].copy_from_slice(&12i32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+
+        let file = SegmentFile::open(&path).unwrap();
+        let results: Vec<_> = file.frames().collect();
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].as_ref().unwrap().payload(), b"good");
+        let err = results[1].as_ref().unwrap_err();
+        assert!(
+            matches!(err, Error::CorruptFrame { position, .. } if *position == bad),
+            "{err}"
+        );
+    }
+}
