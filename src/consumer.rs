@@ -5,7 +5,7 @@ use crate::format::{
     RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
 };
 use crate::log::Shared;
-use crate::protocol::{read_frame, FrameState, Geometry};
+use crate::protocol::{self, read_frame, FrameMemory, FrameState, Geometry};
 use crate::segment::Segment;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{format, Error, Result};
@@ -40,6 +40,27 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// A message over bytes that lie elsewhere than a mapped segment (the bridge client's
+    /// receive buffer), with the fields its frame gave it.
+    #[allow(dead_code)]
+    pub(crate) fn from_parts(
+        payload: &'a [u8],
+        position: u64,
+        timestamp_ns: u64,
+        producer: u16,
+        frame_flags: u8,
+        promised_alignment: u8,
+    ) -> Message<'a> {
+        Message {
+            payload,
+            position,
+            timestamp_ns,
+            producer,
+            frame_flags,
+            promised_alignment,
+        }
+    }
+
     /// The payload, exactly as the producer wrote it.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
@@ -137,7 +158,26 @@ pub struct Consumer {
     /// Set while inside a message set: the records not yet delivered.
     batch: Option<BatchCursor>,
     verify_checksums: bool,
+    /// Where the consumer found an uncommitted claim behind the tail, and since when.
+    stall: Option<(u64, Instant)>,
+    /// Empty polls since the last look at the tail for a stall.
+    empty_polls: u32,
+    claim_timeout: Duration,
 }
+
+/// How long a claim may stay uncommitted before a consumer looks at who holds it; a live
+/// producer commits in far less, so below this no slot table is read and no process checked.
+const STALL_GRACE: Duration = Duration::from_millis(1);
+/// Empty polls between two looks at the tail from `poll` (the hot path reads no shared
+/// counter; an idle one may, now and then).
+const POLLS_BETWEEN_STALL_CHECKS: u32 = 256;
+/// How long a sleeping consumer sleeps at most while it waits behind an uncommitted claim,
+/// and while it waits at the tail: a producer that dies wakes nobody, so the consumer must
+/// look by itself.
+const STALLED_SLEEP: Duration = Duration::from_millis(10);
+const IDLE_SLEEP: Duration = Duration::from_millis(50);
+/// Default for [`Consumer::set_claim_timeout`].
+pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct MappedSegment {
     index: u64,
@@ -174,6 +214,9 @@ impl Consumer {
             prepare_next_at: 0,
             batch: None,
             verify_checksums: false,
+            stall: None,
+            empty_polls: 0,
+            claim_timeout: DEFAULT_CLAIM_TIMEOUT,
         };
         let (position, record) = match start {
             StartAt::Earliest => (consumer.shared.earliest_position()?, None),
@@ -196,6 +239,15 @@ impl Consumer {
         self
     }
 
+    /// How long a claim of a live producer may stay uncommitted before this consumer turns
+    /// it into padding and moves on (default [`DEFAULT_CLAIM_TIMEOUT`]); that producer's
+    /// commit then fails with [`Error::ClaimRevoked`]. A claim of a dead producer is padded
+    /// as soon as the consumer notices, within about 10 ms when it waits.
+    pub fn set_claim_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.claim_timeout = timeout;
+        self
+    }
+
     /// The position of the next message this consumer will read (or of the frame it waits at).
     pub fn position(&self) -> u64 {
         match &self.batch {
@@ -207,11 +259,26 @@ impl Consumer {
     /// The next committed message, or `None` if there is none yet. Never blocks.
     #[inline]
     pub fn poll(&mut self) -> Result<Option<Message<'_>>> {
-        if self.advance_to_message()? {
+        if self.poll_ready()? {
             Ok(Some(self.take_message()))
         } else {
             Ok(None)
         }
+    }
+
+    /// `advance_to_message`, plus, every few hundred empty polls, a look for a claim that
+    /// stays uncommitted (its producer dead or stuck).
+    #[inline]
+    fn poll_ready(&mut self) -> Result<bool> {
+        if self.advance_to_message()? {
+            return Ok(true);
+        }
+        self.empty_polls += 1;
+        if self.empty_polls < POLLS_BETWEEN_STALL_CHECKS {
+            return Ok(false);
+        }
+        self.empty_polls = 0;
+        Ok(self.unblock_stall()? && self.advance_to_message()?)
     }
 
     /// Hands up to `max` committed messages to `handler`, in order, and returns how many.
@@ -223,7 +290,7 @@ impl Consumer {
         mut handler: impl FnMut(Message<'_>),
     ) -> Result<usize> {
         let mut delivered = 0;
-        while delivered < max && self.advance_to_message()? {
+        while delivered < max && self.poll_ready()? {
             handler(self.take_message());
             delivered += 1;
         }
@@ -264,21 +331,79 @@ impl Consumer {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let shared = self.shared.clone();
-        let mut failure = None;
-        let ready = shared.meta.wake().wait_until(
-            || match self.advance_to_message() {
-                Ok(ready) => ready,
-                Err(e) => {
-                    failure = Some(e);
-                    true
-                }
-            },
-            deadline,
-        );
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(ready),
+        loop {
+            if self.unblock_stall()? && self.advance_to_message()? {
+                return Ok(true);
+            }
+            let slice = if self.stall.is_some() {
+                STALLED_SLEEP
+            } else {
+                IDLE_SLEEP
+            };
+            let wake_at = Instant::now() + slice;
+            let slice_end = deadline.map_or(wake_at, |deadline| deadline.min(wake_at));
+            let mut failure = None;
+            let ready = shared.meta.wake().wait_until(
+                || match self.advance_to_message() {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        failure = Some(e);
+                        true
+                    }
+                },
+                Some(slice_end),
+            );
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if ready {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok(false);
+            }
         }
+    }
+
+    /// Called with nothing to read: if the consumer waits behind the tail at a claim that has
+    /// stayed uncommitted past the grace period, asks the protocol to pad it when its owner
+    /// is dead (or has held it past the claim timeout). True if the frame word changed.
+    #[cold]
+    fn unblock_stall(&mut self) -> Result<bool> {
+        let tail = self.shared.meta.tail().load(Ordering::Acquire);
+        if self.batch.is_some() || tail <= self.position {
+            self.stall = None;
+            return Ok(false);
+        }
+        let now = Instant::now();
+        let since = match self.stall {
+            Some((position, since)) if position == self.position => since,
+            _ => {
+                self.stall = Some((self.position, now));
+                now
+            }
+        };
+        let stalled = now - since;
+        if stalled < STALL_GRACE {
+            return Ok(false);
+        }
+        let mut memory = RepairMemory {
+            shared: &self.shared,
+            mapped: None,
+        };
+        let unblocked = protocol::unblock(
+            self.position,
+            self.shared.meta.tail(),
+            self.geometry,
+            self.shared.meta.producer_views(),
+            stalled >= self.claim_timeout,
+            &mut memory,
+            self.shared.meta.wake(),
+        )?;
+        if unblocked {
+            self.stall = None;
+        }
+        Ok(unblocked)
     }
 
     /// Moves over padding and segment ends until a message is ready to take; false if the
@@ -295,7 +420,13 @@ impl Consumer {
             };
             let frame = match read_frame(word) {
                 FrameState::Committed(frame) => frame,
-                FrameState::Empty | FrameState::Claimed(_) => return Ok(false),
+                FrameState::Empty => return Ok(false),
+                FrameState::Invalid(frame) => {
+                    return Err(Error::CorruptFrame {
+                        position: self.position,
+                        detail: format!("negative length {}", frame.length),
+                    })
+                }
             };
             let frame_len = self.check_frame(frame)?;
             match frame.kind {
@@ -583,20 +714,18 @@ impl Consumer {
             let Some(word) = self.word_at_position()? else {
                 return Err(invalid("its segment is missing".into()));
             };
-            let state = read_frame(word);
-            let (frame, committed) = match state {
-                FrameState::Committed(frame) => (frame, true),
-                FrameState::Claimed(frame) => (frame, false),
-                FrameState::Empty => {
+            let frame = match read_frame(word) {
+                FrameState::Committed(frame) => frame,
+                FrameState::Empty | FrameState::Invalid(_) => {
                     return Err(invalid(format!(
-                        "a claim at {} is still being written; try again",
+                        "the claim at {} before it is not committed yet; try again",
                         self.position
                     )))
                 }
             };
             frame_start = self.position;
             let frame_len = self.check_frame(frame)?;
-            if committed && frame.kind == kind::BATCH && position < frame_start + frame_len {
+            if frame.kind == kind::BATCH && position < frame_start + frame_len {
                 let payload_start = frame_start + FRAME_HEADER_LEN;
                 let wanted = position.checked_sub(payload_start);
                 self.enter_batch_at(0)?;
@@ -627,6 +756,40 @@ impl Consumer {
             )));
         }
         Ok((position, None))
+    }
+}
+
+/// The memory a stalled consumer pads through: the segment of the stall, created if the
+/// producer that should have made it died first.
+struct RepairMemory<'a> {
+    shared: &'a Arc<Shared>,
+    mapped: Option<(u64, Arc<Segment>)>,
+}
+
+impl FrameMemory for RepairMemory<'_> {
+    fn frame_word(&mut self, position: u64) -> Result<&AtomicU64> {
+        let geometry = self.shared.geometry;
+        let index = geometry.segment_index(position);
+        if self
+            .mapped
+            .as_ref()
+            .is_none_or(|(mapped, _)| *mapped != index)
+        {
+            let segment = self
+                .shared
+                .segment(index, true)?
+                .expect("segment() with create always returns one");
+            self.mapped = Some((index, segment));
+        }
+        let (_, segment) = self.mapped.as_ref().expect("mapped above");
+        // SAFETY: positions handed in by the protocol are 8-aligned and inside the segment
+        // just mapped, which `self.mapped` keeps alive for the borrow of `self`.
+        Ok(unsafe {
+            &*(segment
+                .data_ptr()
+                .add(geometry.offset_in_segment(position) as usize)
+                as *const AtomicU64)
+        })
     }
 }
 

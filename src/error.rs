@@ -161,6 +161,13 @@ pub enum Error {
         /// What the system said.
         source: std::io::Error,
     },
+    /// A claim was held past the consumers' claim timeout, and they turned it into padding:
+    /// the message was not published.
+    #[error("the claim at position {position} was revoked: it was held past the consumers' claim timeout, so they skipped it; the message was not published")]
+    ClaimRevoked {
+        /// Position of the claim.
+        position: u64,
+    },
     /// An option out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

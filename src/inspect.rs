@@ -75,7 +75,8 @@ impl SegmentFile {
     }
 
     /// The frames from the segment's start, in order. The walk ends at the first zero frame
-    /// word (nothing written there yet), at the segment's end, or at an error.
+    /// word (nothing committed there yet: the end of the data, or a claim in flight), at the
+    /// segment's end, or at an error.
     pub fn frames(&self) -> Frames<'_> {
         Frames {
             file: self,
@@ -109,21 +110,10 @@ impl std::fmt::Debug for SegmentFile {
     }
 }
 
-/// Whether a frame is visible to consumers yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameStatus {
-    /// Committed: header and payload are final.
-    Committed,
-    /// Claimed by a producer and not committed yet (or never, if it died): only the frame
-    /// word is meaningful, and its length is the claimed length.
-    Claimed,
-}
-
 /// One frame as it lies in a segment file.
 #[derive(Clone, Copy, Debug)]
 pub struct Frame<'a> {
     position: u64,
-    status: FrameStatus,
     word: FrameWord,
     checksum: u32,
     timestamp: u64,
@@ -134,11 +124,6 @@ impl<'a> Frame<'a> {
     /// The frame's log position.
     pub fn position(&self) -> u64 {
         self.position
-    }
-
-    /// Committed or only claimed.
-    pub fn status(&self) -> FrameStatus {
-        self.status
     }
 
     /// The frame kind byte (see [`format::kind`]); not checked against the known kinds.
@@ -156,9 +141,9 @@ impl<'a> Frame<'a> {
         self.word.producer
     }
 
-    /// Header plus payload bytes (for a claimed frame: the claimed, aligned length).
+    /// Header plus payload bytes.
     pub fn length(&self) -> u32 {
-        self.word.length.unsigned_abs()
+        self.word.length as u32
     }
 
     /// Bytes the frame takes in the segment, aligned: the distance to the next frame.
@@ -168,17 +153,13 @@ impl<'a> Frame<'a> {
 
     /// Nanoseconds since the Unix epoch, if the frame carries a timestamp.
     pub fn timestamp_ns(&self) -> Option<u64> {
-        (self.status == FrameStatus::Committed
-            && self.word.kind != kind::PADDING
-            && self.word.flags & format::flags::TIMESTAMP != 0)
+        (self.word.kind != kind::PADDING && self.word.flags & format::flags::TIMESTAMP != 0)
             .then_some(self.timestamp)
     }
 
     /// The checksum in the header, if the frame carries one.
     pub fn checksum(&self) -> Option<u32> {
-        (self.status == FrameStatus::Committed
-            && self.word.kind != kind::PADDING
-            && self.word.flags & format::flags::CHECKSUM != 0)
+        (self.word.kind != kind::PADDING && self.word.flags & format::flags::CHECKSUM != 0)
             .then_some(self.checksum)
     }
 
@@ -188,7 +169,7 @@ impl<'a> Frame<'a> {
             .map(|expected| format::checksum(self.payload) == expected)
     }
 
-    /// The payload of a committed data or message-set frame; empty for padding and claims.
+    /// The payload of a data or message-set frame; empty for padding.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
     }
@@ -198,7 +179,7 @@ impl<'a> Frame<'a> {
     pub fn records(&self) -> impl Iterator<Item = Result<(u64, &'a [u8])>> + 'a {
         let payload_position = self.position + FRAME_HEADER_LEN;
         let frame_position = self.position;
-        let payload = if self.word.kind == kind::BATCH && self.status == FrameStatus::Committed {
+        let payload = if self.word.kind == kind::BATCH {
             self.payload
         } else {
             &[]
@@ -242,19 +223,14 @@ impl<'a> Iterator for Frames<'a> {
             self.done = true;
             return None;
         }
-        let status = if word.length > 0 {
-            FrameStatus::Committed
-        } else {
-            FrameStatus::Claimed
-        };
-        let length = u64::from(word.length.unsigned_abs());
+        let length = word.length.max(0) as u64;
         let aligned = align_up(length, FRAME_ALIGNMENT);
-        let min = if word.kind == kind::PADDING || status == FrameStatus::Claimed {
+        let min = if word.kind == kind::PADDING {
             FRAME_ALIGNMENT
         } else {
             FRAME_HEADER_LEN
         };
-        if length < min || self.offset + aligned > capacity {
+        if word.length < 0 || length < min || self.offset + aligned > capacity {
             self.done = true;
             return Some(Err(Error::CorruptFrame {
                 position,
@@ -267,21 +243,19 @@ impl<'a> Iterator for Frames<'a> {
         }
         let start = self.offset as usize;
         let data = self.file.data();
-        let (checksum, timestamp, payload) =
-            if status == FrameStatus::Committed && word.kind != kind::PADDING {
-                let header = &data[start..start + FRAME_HEADER_LEN as usize];
-                (
-                    u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")),
-                    u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
-                    &data[start + FRAME_HEADER_LEN as usize..start + length as usize],
-                )
-            } else {
-                (0, 0, &data[..0])
-            };
+        let (checksum, timestamp, payload) = if word.kind != kind::PADDING {
+            let header = &data[start..start + FRAME_HEADER_LEN as usize];
+            (
+                u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")),
+                u64::from_le_bytes(header[16..24].try_into().expect("8 bytes")),
+                &data[start + FRAME_HEADER_LEN as usize..start + length as usize],
+            )
+        } else {
+            (0, 0, &data[..0])
+        };
         self.offset += aligned;
         Some(Ok(Frame {
             position,
-            status,
             word,
             checksum,
             timestamp,
@@ -296,7 +270,7 @@ mod tests {
     use crate::{Log, LogOptions};
 
     #[test]
-    fn a_walk_shows_data_sets_padding_and_a_claim_in_flight_and_ends_at_the_written_end() {
+    fn a_walk_shows_data_sets_and_padding_and_ends_at_a_claim_in_flight() {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
         let mut producer = log.producer().unwrap();
@@ -309,23 +283,14 @@ mod tests {
         let file = SegmentFile::open(dir.path().join(format::segment_file_name(0))).unwrap();
         let mut frames = file.frames();
         let all: Vec<Frame<'_>> = frames.by_ref().map(Result::unwrap).collect();
-        let kinds: Vec<_> = all.iter().map(|f| (f.kind(), f.status())).collect();
-        assert_eq!(
-            kinds,
-            [
-                (kind::DATA, FrameStatus::Committed),
-                (kind::BATCH, FrameStatus::Committed),
-                (kind::PADDING, FrameStatus::Committed),
-                (kind::DATA, FrameStatus::Claimed),
-            ]
-        );
+        let kinds: Vec<_> = all.iter().map(Frame::kind).collect();
+        assert_eq!(kinds, [kind::DATA, kind::BATCH, kind::PADDING]);
         assert_eq!(all[0].payload(), b"one");
         let records: Vec<_> = all[1].records().map(Result::unwrap).collect();
         assert_eq!(records, [(32 + 24, &b"ab"[..]), (32 + 24 + 8, &b"cde"[..])]);
-        assert_eq!(all[3].position(), claimed_at);
-        assert_eq!(all[3].payload(), b"");
-        assert_eq!(frames.next_position(), log.tail());
-        drop(claim);
+        assert_eq!(frames.next_position(), claimed_at);
+        claim.commit().unwrap();
+        assert_eq!(file.frames().count(), 4);
     }
 
     #[test]

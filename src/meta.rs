@@ -3,7 +3,7 @@
 
 use crate::clock;
 use crate::format::{MetaHeader, FORMAT_VERSION, META_FILE_NAME, META_MAGIC};
-use crate::protocol::WakeWord;
+use crate::protocol::{ClaimRecord, Claimed, ProducerView, WakeWord};
 use crate::segment::{create_sized, publish, sync_dir, temporary_path};
 use crate::{format, Error, Result};
 use memmap2::{MmapOptions, MmapRaw};
@@ -26,12 +26,16 @@ struct Line<T>(T);
 
 /// A producer's entry. `owner` packs pid (low half) and the low 32 bits of the process start
 /// time, so that taking over a dead process's slot is one compare-and-swap on its identity.
+/// 128 bytes: the claim record is written on every claim by its owner alone, and must not
+/// share a line (or an adjacent-line pair) with another producer's.
 #[repr(C)]
 pub(crate) struct ProducerSlot {
     pub owner: AtomicU64,
     pub start_time: AtomicU64,
     pub acquired_ns: AtomicU64,
     _reserved: u64,
+    pub claim: ClaimRecord,
+    _padding: [u8; 80],
 }
 
 #[repr(C)]
@@ -58,8 +62,9 @@ pub const META_FILE_LEN: u64 = std::mem::size_of::<MetaLayout>() as u64;
 const _: () = assert!(std::mem::offset_of!(MetaLayout, tail) == 128);
 const _: () = assert!(std::mem::offset_of!(MetaLayout, wake) == 256);
 const _: () = assert!(std::mem::offset_of!(MetaLayout, producers) == 512);
-const _: () = assert!(std::mem::size_of::<ProducerSlot>() == 32);
-const _: () = assert!(META_FILE_LEN == 512 + 32 * 1024 + 64 * 256);
+const _: () = assert!(std::mem::size_of::<ProducerSlot>() == 128);
+const _: () = assert!(std::mem::offset_of!(ProducerSlot, claim) == 32);
+const _: () = assert!(META_FILE_LEN == 512 + 128 * 1024 + 64 * 256);
 
 /// The mapped meta file of one log.
 pub(crate) struct Meta {
@@ -168,13 +173,10 @@ impl Meta {
         let me = owner_word(pid, start_time);
         for (index, slot) in self.producers().iter().enumerate() {
             let owner = slot.owner.load(Ordering::Acquire);
-            let claimable = owner == 0 || {
-                let (owner_pid, owner_start_low) = split_owner(owner);
-                match clock::process_start_time(owner_pid) {
-                    Some(start) => start as u32 != owner_start_low,
-                    None => true,
-                }
-            };
+            // A dead owner's slot is taken over only once no claim of its is in flight: its
+            // record is what lets readers pad that claim.
+            let claimable =
+                owner == 0 || (!owner_alive(owner) && slot.claim.read() == Claimed::Idle);
             if claimable
                 && slot
                     .owner
@@ -201,14 +203,35 @@ impl Meta {
                 if owner == 0 {
                     return None;
                 }
-                let (pid, start_low) = split_owner(owner);
-                let start_time = entry.start_time.load(Ordering::Acquire);
+                let (pid, _) = split_owner(owner);
                 Some(ProducerInfo {
                     slot: slot as u16,
                     pid,
-                    start_time,
+                    start_time: entry.start_time.load(Ordering::Acquire),
                     acquired_ns: entry.acquired_ns.load(Ordering::Acquire),
-                    alive: clock::process_start_time(pid).is_some_and(|t| t as u32 == start_low),
+                    alive: owner_alive(owner),
+                })
+            })
+            .collect()
+    }
+
+    /// The claim record of a slot.
+    pub fn claim_record(&self, slot: u16) -> &ClaimRecord {
+        &self.producers()[slot as usize].claim
+    }
+
+    /// Every slot that has an owner, as a stalled reader needs them: claim record and
+    /// liveness. Slots of this process are alive without asking the kernel.
+    pub fn producer_views(&self) -> Vec<ProducerView<'_>> {
+        let (my_pid, my_start) = clock::this_process();
+        let me = owner_word(my_pid, my_start);
+        self.producers()
+            .iter()
+            .filter_map(|slot| {
+                let owner = slot.owner.load(Ordering::Acquire);
+                (owner != 0).then(|| ProducerView {
+                    record: &slot.claim,
+                    alive: owner == me || owner_alive(owner),
                 })
             })
             .collect()
@@ -249,6 +272,13 @@ fn owner_word(pid: u32, start_time: u64) -> u64 {
 
 fn split_owner(owner: u64) -> (u32, u32) {
     (owner as u32, (owner >> 32) as u32)
+}
+
+/// Whether the process an owner word names still runs: the pid exists and has the same
+/// start time (so a reused pid is another process).
+fn owner_alive(owner: u64) -> bool {
+    let (pid, start_low) = split_owner(owner);
+    clock::process_start_time(pid).is_some_and(|start| start as u32 == start_low)
 }
 
 fn validate_header(header: &MetaHeader, path: &Path, len: u64) -> Result<()> {

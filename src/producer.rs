@@ -137,7 +137,7 @@ impl Producer {
         // readers at this position wait, holds only the copy.
         let checksum = self.checksum(payload);
         let timestamp = self.timestamp();
-        let position = self.claim_frame(frame_len, kind::DATA)?;
+        let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
         // SAFETY: the claim gave this producer [position, position + frame_len), which lies
         // in the current segment (claims never cross a segment end) and which no other
@@ -151,9 +151,9 @@ impl Producer {
                 payload.len(),
             );
         }
-        self.commit_frame(position, payload.len(), kind::DATA);
+        let committed = self.commit_frame(position, payload.len(), kind::DATA);
         self.after_claim(position);
-        Ok(position)
+        committed
     }
 
     /// Copies a plain-old-data value into the log as one message.
@@ -182,7 +182,7 @@ impl Producer {
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
         let frame_len = self.frame_len(len)?;
         let timestamp = self.timestamp();
-        let position = self.claim_frame(frame_len, kind::DATA)?;
+        let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
         Ok(Claim {
             producer: self,
@@ -218,7 +218,7 @@ impl Producer {
     pub fn batch(&mut self, max_payload_bytes: usize) -> Result<Batch<'_>> {
         let frame_len = self.frame_len(max_payload_bytes)?;
         let timestamp = self.timestamp();
-        let position = self.claim_frame(frame_len, kind::BATCH)?;
+        let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
         Ok(Batch {
             producer: self,
@@ -276,13 +276,12 @@ impl Producer {
     }
 
     #[inline(always)]
-    fn claim_frame(&mut self, frame_len: u64, frame_kind: u8) -> Result<u64> {
-        let claimed = frame_word(-(frame_len as i32), frame_kind, self.frame_flags, self.slot);
+    fn claim_frame(&mut self, frame_len: u64) -> Result<u64> {
         protocol::claim(
             self.shared.meta.tail(),
             self.shared.geometry,
             frame_len,
-            claimed,
+            self.shared.meta.claim_record(self.slot),
             &mut self.memory,
             self.shared.meta.wake(),
             self.barrier,
@@ -290,21 +289,28 @@ impl Producer {
     }
 
     #[inline(always)]
-    fn commit_frame(&mut self, position: u64, payload_len: usize, frame_kind: u8) {
+    fn commit_frame(&mut self, position: u64, payload_len: usize, frame_kind: u8) -> Result<u64> {
         let length = (FRAME_HEADER_LEN as usize + payload_len) as i32;
         let word = frame_word(length, frame_kind, self.frame_flags, self.slot);
-        protocol::commit(
+        let committed = protocol::commit(
             self.memory.current_word(position),
             word,
+            self.shared.meta.claim_record(self.slot),
             self.shared.meta.wake(),
             self.barrier,
         );
+        if committed {
+            Ok(position)
+        } else {
+            Err(Error::ClaimRevoked { position })
+        }
     }
 
     fn abort_frame(&mut self, position: u64, frame_len: u64) {
-        protocol::pad(
+        protocol::abort(
             self.memory.current_word(position),
             frame_len,
+            self.shared.meta.claim_record(self.slot),
             self.shared.meta.wake(),
             self.barrier,
         );
@@ -332,7 +338,19 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        self.shared.meta.release_producer_slot(self.slot);
+        // A claim left unfinished by a failed mapping is still this producer's: pad it. If
+        // that fails too, keep the slot, so that readers find the claim's owner (alive while
+        // this process runs, dead after) and pad it themselves.
+        let settled = protocol::settle(
+            self.shared.meta.claim_record(self.slot),
+            self.shared.geometry,
+            &mut self.memory,
+            self.shared.meta.wake(),
+            self.barrier,
+        );
+        if settled.is_ok() {
+            self.shared.meta.release_producer_slot(self.slot);
+        }
     }
 }
 
@@ -445,16 +463,18 @@ impl Claim<'_> {
         self.position
     }
 
-    /// Makes the message visible to consumers and returns its position.
+    /// Makes the message visible to consumers and returns its position. Fails with
+    /// [`Error::ClaimRevoked`] if the claim was held so long that consumers gave up on it.
     pub fn commit(mut self) -> Result<u64> {
         let checksum = self.producer.checksum(&self[..]);
         // SAFETY: the header belongs to this claim until the commit below publishes it.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
-        self.producer
+        self.done = true;
+        let committed = self
+            .producer
             .commit_frame(self.position, self.len, kind::DATA);
         self.producer.after_claim(self.position);
-        self.done = true;
-        Ok(self.position)
+        committed
     }
 }
 
@@ -585,10 +605,11 @@ impl Batch<'_> {
         let checksum = self.producer.checksum(payload);
         // SAFETY: as above.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
-        self.producer
+        let committed = self
+            .producer
             .commit_frame(self.position, self.used, kind::BATCH);
         self.producer.after_claim(self.position);
-        Ok(self.position)
+        committed
     }
 }
 

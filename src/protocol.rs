@@ -85,95 +85,313 @@ pub trait FrameMemory {
 /// What a reader finds at a position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameState {
-    /// Zero: nothing claimed here yet, or claimed and the claimer has not written yet.
+    /// Zero: nothing committed here yet (the range may be claimed: claims are recorded in
+    /// the claimer's [`ClaimRecord`], not in the frame).
     Empty,
-    /// Claimed but not committed; the (positive) length the claim will have.
-    Claimed(FrameWord),
     /// Committed: the header fields and payload may be read.
     Committed(FrameWord),
+    /// A negative length, which no writer of this format version produces.
+    Invalid(FrameWord),
 }
 
 /// Reads the frame word at a position. `Acquire` pairs with the `Release` of [`commit`] and
 /// of padding, so a `Committed` result makes the header and payload behind it readable.
 #[inline(always)]
 pub fn read_frame(word: &AtomicU64) -> FrameState {
-    let raw = word.load(Ordering::Acquire);
-    let fields = FrameWord::unpack(raw);
+    let fields = FrameWord::unpack(word.load(Ordering::Acquire));
     if fields.length > 0 {
         FrameState::Committed(fields)
-    } else if fields.length < 0 {
-        FrameState::Claimed(FrameWord {
-            length: fields.length.wrapping_neg(),
-            ..fields
-        })
-    } else {
+    } else if fields.length == 0 {
         FrameState::Empty
+    } else {
+        FrameState::Invalid(fields)
     }
 }
 
-/// Claims `frame_len` bytes (a multiple of 8, at most [`Geometry::max_frame_len`]) and marks
-/// them claimed with `claimed_word` (a frame word with a negative length). Returns the
-/// position of the claimed frame.
+/// A producer's record of its claim in flight, in its slot of the meta file: what a stalled
+/// reader needs to know whose claim holds it up, how long it is, and whether its owner
+/// might still commit it — including for the instant between the `fetch_add` and the first
+/// store after it, which no frame word could cover.
+#[repr(C)]
+#[derive(Default)]
+pub struct ClaimRecord {
+    /// [`ClaimRecord::IDLE`], [`ClaimRecord::UNRESOLVED`], or `position | 1` once the claim's
+    /// position is known.
+    pub state: AtomicU64,
+    /// Aligned length of the claim; meaningful when `state` is not idle.
+    pub len: AtomicU64,
+}
+
+/// A [`ClaimRecord`] as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// No claim in flight.
+    Idle,
+    /// About to claim, or claimed and not yet stored where: the claim, if made, is somewhere
+    /// behind the tail, with a zero frame word.
+    Unresolved,
+    /// Claimed `[position, position + len)`, not yet committed or aborted.
+    At {
+        /// Start of the claim.
+        position: u64,
+        /// Its aligned length.
+        len: u64,
+    },
+}
+
+impl ClaimRecord {
+    /// The state of a slot with no claim in flight.
+    pub const IDLE: u64 = 0;
+    /// The state between announcing a claim and storing its position.
+    pub const UNRESOLVED: u64 = 2;
+
+    /// Reads the record. `Acquire`: pairs with the producer's `Release` stores, so a record
+    /// seen resolved or idle comes with everything the producer did before.
+    pub fn read(&self) -> Claimed {
+        let state = self.state.load(Ordering::Acquire);
+        match state {
+            Self::IDLE => Claimed::Idle,
+            Self::UNRESOLVED => Claimed::Unresolved,
+            _ => Claimed::At {
+                position: state & !1,
+                len: self.len.load(Ordering::Acquire),
+            },
+        }
+    }
+}
+
+/// Claims `frame_len` bytes (a multiple of 8, at most [`Geometry::max_frame_len`]) and
+/// records the claim in `record`. Returns the claim's position.
 ///
 /// One `fetch_add`, and no retry unless the range would cross a segment end: then both sides
 /// are padded (and waiters woken, since one may wait at either side) and the claim is made
-/// again in the next segment. Once the claim is returned the range is this claimer's alone.
+/// again in the next segment. The range is this claimer's until it commits or aborts, or a
+/// reader revokes it (see [`unblock`]).
+///
+/// If a claim could not be finished (its segment could not be mapped), the record keeps it,
+/// and the next call first settles it (pads it) before claiming anew: the log never keeps a
+/// hole that nobody owns.
 pub fn claim<M: FrameMemory>(
     tail: &AtomicU64,
     geometry: Geometry,
     frame_len: u64,
-    claimed_word: u64,
+    record: &ClaimRecord,
     memory: &mut M,
     wake: &WakeWord,
     barrier: BarrierKind,
 ) -> Result<u64, Error> {
     debug_assert!(frame_len % FRAME_ALIGNMENT == 0 && frame_len <= geometry.max_frame_len());
+    settle(record, geometry, memory, wake, barrier)?;
     loop {
-        // Relaxed: the add only has to hand out disjoint ranges, which an RMW always does;
-        // what is written into the range is published by the commit's Release.
-        let position = tail.fetch_add(frame_len, Ordering::Relaxed);
-        let end = position + frame_len;
-        let segment_end = geometry.segment_end(position);
-        if end <= segment_end {
-            memory
-                .frame_word(position)?
-                .store(claimed_word, Ordering::Relaxed);
+        announce(record, frame_len);
+        let position = reserve(tail, frame_len);
+        resolve(record, position);
+        if position + frame_len <= geometry.segment_end(position) {
+            // Map the claim's segment for the caller to write into. If that fails, the
+            // record keeps the claim, and the next call (or a reader) pads it.
+            memory.frame_word(position)?;
             return Ok(position);
         }
-        // Both pieces are at least 8 bytes: every length here is a multiple of 8.
-        memory
-            .frame_word(position)?
-            .store(padding_word(segment_end - position), Ordering::Release);
-        memory
-            .frame_word(segment_end)?
-            .store(padding_word(end - segment_end), Ordering::Release);
-        wake.wake_waiters(barrier);
+        settle(record, geometry, memory, wake, barrier)?;
     }
 }
 
-/// Makes a claimed frame visible: one `Release` store of the whole frame word, then a wake
-/// if, and only if, some consumer sleeps.
+/// The first step of a claim: the record says a claim of `frame_len` bytes is coming.
 #[inline(always)]
-pub fn commit(word: &AtomicU64, committed_word: u64, wake: &WakeWord, barrier: BarrierKind) {
-    word.store(committed_word, Ordering::Release);
-    wake.wake_waiters(barrier);
+pub fn announce(record: &ClaimRecord, frame_len: u64) {
+    record.len.store(frame_len, Ordering::Relaxed);
+    record
+        .state
+        .store(ClaimRecord::UNRESOLVED, Ordering::Relaxed);
 }
 
-/// Turns a claimed range of `frame_len` bytes into padding, so readers skip it: the abort of
-/// a claim that is dropped.
+/// The second step: the one `fetch_add` that takes the range. `Release`: a reader that sees
+/// the tail past this claim (`Acquire`) also sees the announcement (or what followed it), so
+/// it can never take this claim for nobody's.
+#[inline(always)]
+pub fn reserve(tail: &AtomicU64, frame_len: u64) -> u64 {
+    tail.fetch_add(frame_len, Ordering::Release)
+}
+
+/// The third step: the record says where the claim is. Between `reserve` and this store a
+/// producer that dies leaves a claim no record names; [`unblock`] handles exactly that.
+#[inline(always)]
+pub fn resolve(record: &ClaimRecord, position: u64) {
+    record.state.store(position | 1, Ordering::Release);
+}
+
+/// Pads what is left of the claim in `record`, if any, and marks the record idle. A piece
+/// that is not zero any more was padded by a reader already.
+pub fn settle<M: FrameMemory>(
+    record: &ClaimRecord,
+    geometry: Geometry,
+    memory: &mut M,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) -> Result<(), Error> {
+    let Claimed::At { position, len } = record.read() else {
+        record.state.store(ClaimRecord::IDLE, Ordering::Release);
+        return Ok(());
+    };
+    let end = position + len;
+    let segment_end = geometry.segment_end(position);
+    // The piece in the next segment first: while the first piece is unpadded, no reader can
+    // be past it, so none can be waiting at the second.
+    if end > segment_end {
+        pad_if_empty(memory.frame_word(segment_end)?, end - segment_end);
+    }
+    pad_if_empty(
+        memory.frame_word(position)?,
+        end.min(segment_end) - position,
+    );
+    record.state.store(ClaimRecord::IDLE, Ordering::Release);
+    wake.wake_waiters(barrier);
+    Ok(())
+}
+
+fn pad_if_empty(word: &AtomicU64, len: u64) -> bool {
+    word.compare_exchange(0, padding_word(len), Ordering::Release, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Makes a claimed frame visible: one compare-and-swap of its frame word from zero, then a
+/// wake if, and only if, some consumer sleeps. Fails (returns false) if a reader revoked the
+/// claim: the frame is padding then, and no reader will ever deliver it.
+#[inline(always)]
+pub fn commit(
+    word: &AtomicU64,
+    committed_word: u64,
+    record: &ClaimRecord,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) -> bool {
+    // A compare-and-swap, not a store: a revocation that came first must win, or readers
+    // that skipped the padding would disagree with readers that see the commit.
+    let committed = word
+        .compare_exchange(0, committed_word, Ordering::Release, Ordering::Relaxed)
+        .is_ok();
+    record.state.store(ClaimRecord::IDLE, Ordering::Release);
+    wake.wake_waiters(barrier);
+    committed
+}
+
+/// Aborts a claim: its whole range becomes padding (unless a reader revoked it already).
 #[inline]
-pub fn pad(word: &AtomicU64, frame_len: u64, wake: &WakeWord, barrier: BarrierKind) {
-    word.store(padding_word(frame_len), Ordering::Release);
+pub fn abort(
+    word: &AtomicU64,
+    frame_len: u64,
+    record: &ClaimRecord,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) {
+    pad_if_empty(word, frame_len);
+    record.state.store(ClaimRecord::IDLE, Ordering::Release);
     wake.wake_waiters(barrier);
 }
 
 /// Turns the unused end of a claimed range (`rest_len` bytes at `rest`) into padding, before
 /// the frame at the range's start is committed: a message set that came out shorter than
 /// its claim. No wake-up of its own: a reader reaches the padding only through that frame,
-/// whose commit `Release` also publishes this store, and whose wake-up covers both.
+/// whose commit also publishes this store, and whose wake-up covers both.
 #[inline]
 pub fn pad_rest_of_claim(rest: &AtomicU64, rest_len: u64) {
-    rest.store(padding_word(rest_len), Ordering::Relaxed);
+    pad_if_empty(rest, rest_len);
+}
+
+/// A producer slot as a stalled reader sees it: the claim record and whether the owner
+/// process runs. Dead is for good; alive may be stale, which only makes the reader wait.
+pub struct ProducerView<'a> {
+    /// The slot's claim record.
+    pub record: &'a ClaimRecord,
+    /// Whether the owning process runs.
+    pub alive: bool,
+}
+
+/// What a reader stalled at the empty frame word at `position` (with the tail past it) can
+/// do about it. Returns true if the frame word is not empty any more (padded here, or
+/// committed meanwhile), false if the reader has to keep waiting.
+///
+/// * The claim covering `position` is in a record: if its owner is dead, or `revoke_live`
+///   (the owner is alive but has held the claim past the reader's timeout), its piece in
+///   this segment is padded, with a compare-and-swap from zero so that a commit racing it
+///   either wins or fails; a revoked live producer learns it from [`commit`].
+/// * No record covers it: its claimer has not stored its position yet (or died before it
+///   could). If no producer in that state is alive, everything from `position` to the next
+///   non-zero word (or the next claim a record names, or the tail, or the segment end) was
+///   claimed by dead producers — a live producer's claim there would be in a record, or
+///   would make it unresolved — and is padded as one frame. If such a producer is alive, the
+///   reader waits for it to store its position: that is two instructions away, unless the
+///   process is stopped exactly there.
+pub fn unblock<'a, M: FrameMemory>(
+    position: u64,
+    tail: &AtomicU64,
+    geometry: Geometry,
+    producers: impl IntoIterator<Item = ProducerView<'a>>,
+    revoke_live: bool,
+    memory: &mut M,
+    wake: &WakeWord,
+) -> Result<bool, Error> {
+    // A reader pads on a cold path: the full fence costs nothing that matters here.
+    let barrier = BarrierKind::Fence;
+    // The tail first: every claim below it was recorded (as unresolved at least) before it
+    // was made, so the records read next account for every one of them.
+    let tail = tail.load(Ordering::Acquire);
+    if tail <= position {
+        return Ok(false);
+    }
+    let segment_end = geometry.segment_end(position);
+    let mut end = tail.min(segment_end);
+    let mut unresolved_alive = false;
+    let mut unresolved_dead = false;
+    for producer in producers {
+        match producer.record.read() {
+            Claimed::Idle => {}
+            Claimed::Unresolved if producer.alive => unresolved_alive = true,
+            Claimed::Unresolved => unresolved_dead = true,
+            Claimed::At {
+                position: start,
+                len,
+            } if start <= position && position < start + len => {
+                if producer.alive && !revoke_live {
+                    return Ok(false);
+                }
+                let piece_end = (start + len).min(segment_end);
+                let padded = pad_if_empty(memory.frame_word(position)?, piece_end - position);
+                if padded && !producer.alive && piece_end == start + len {
+                    // The whole claim is padding now: the dead owner's slot may be reused.
+                    let _ = producer.record.state.compare_exchange(
+                        start | 1,
+                        ClaimRecord::IDLE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+                wake.wake_waiters(barrier);
+                return Ok(true);
+            }
+            Claimed::At {
+                position: start, ..
+            } => {
+                if start > position {
+                    end = end.min(start);
+                }
+            }
+        }
+    }
+    if unresolved_alive || !unresolved_dead {
+        return Ok(!read_frame_is_empty(memory.frame_word(position)?));
+    }
+    let mut next = position + FRAME_ALIGNMENT;
+    while next < end && read_frame_is_empty(memory.frame_word(next)?) {
+        next += FRAME_ALIGNMENT;
+    }
+    pad_if_empty(memory.frame_word(position)?, next.min(end) - position);
+    wake.wake_waiters(barrier);
+    Ok(true)
+}
+
+fn read_frame_is_empty(word: &AtomicU64) -> bool {
+    word.load(Ordering::Acquire) == 0
 }
 
 /// The wake-up word and the waiter count, on a cache line of their own in the meta file.

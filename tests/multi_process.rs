@@ -432,10 +432,10 @@ fn die_mid_claim_child() {
 }
 
 /// DESIGN, recovery: a producer killed at any instruction must not block consumers for
-/// longer than a timeout, nor make them misread. Today nothing recovers a claim whose process
-/// died: consumers wait at it for ever, and every message committed after it is unreachable.
+/// longer than a timeout, nor make them misread: the claim of a process that died is padded
+/// by the consumer that waits at it, and the messages committed after it arrive.
 #[test]
-#[ignore = "recovery from a producer killed between claim and commit is issue 3 (crash safety); until then consumers block"]
+
 fn a_producer_killed_mid_claim_does_not_block_consumers_for_ever() {
     let root = common::tempdir();
     let log = Log::create(

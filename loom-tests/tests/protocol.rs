@@ -1,6 +1,7 @@
 #![cfg(loom)]
 //! Loom models of the concurrency protocol in `logbus::protocol`, run on the library's own
-//! code: `claim`, `commit`, `pad`, `read_frame` and `WakeWord` come from `logbus`, built with
+//! code: `claim`, `commit`, `abort`, `unblock`, `read_frame` and `WakeWord` come from
+//! `logbus`, built with
 //! `--cfg loom` so that their atomics are loom's and their futex is loom's mutex and condition
 //! variable (a lost wake-up therefore shows up as a deadlock that loom reports).
 //!
@@ -23,7 +24,8 @@ use logbus::format::{
     align_up, frame_word, kind, padding_word, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
 };
 use logbus::protocol::{
-    claim, commit, pad, pad_rest_of_claim, read_frame, FrameMemory, FrameState, Geometry, WakeWord,
+    abort, announce, claim, commit, pad_rest_of_claim, read_frame, reserve, unblock, ClaimRecord,
+    Claimed, FrameMemory, FrameState, Geometry, ProducerView, WakeWord,
 };
 use logbus::sync::{producer_barrier_kind, AtomicU64, Ordering};
 use logbus::Error;
@@ -33,6 +35,8 @@ use loom::thread;
 // would abort the whole test binary when it is dropped while a failed model unwinds.
 use std::sync::Arc;
 
+/// Producer slots in the model's producer table (slot numbers run below this).
+const SLOTS: usize = 8;
 /// Bytes in each segment of the model log.
 const CAPACITY: u64 = 256;
 /// Bytes of every message frame: header plus one payload word, aligned.
@@ -77,11 +81,6 @@ fn claim_len(slot: u16) -> u64 {
     }
 }
 
-/// The frame word a producer in `slot` writes when it claims a message frame.
-fn claimed_word(slot: u16) -> u64 {
-    frame_word(-(claim_len(slot) as i32), kind::DATA, 0, slot)
-}
-
 /// The frame word a producer in `slot` writes when it commits a message: the length is the
 /// unaligned header-plus-payload length, as `Producer::commit_frame` writes it.
 fn committed_word(slot: u16) -> u64 {
@@ -104,6 +103,8 @@ struct ModelLog {
     geometry: Geometry,
     tail: AtomicU64,
     wake: WakeWord,
+    /// The claim record of each producer slot, as the meta file's producer table holds them.
+    records: Vec<ClaimRecord>,
     base: u64,
     /// The atomic view of each word: used where the word is a frame word.
     frame_words: Vec<AtomicU64>,
@@ -130,6 +131,7 @@ impl ModelLog {
             geometry: geometry(),
             tail: AtomicU64::new(tail),
             wake: WakeWord::default(),
+            records: (0..SLOTS).map(|_| ClaimRecord::default()).collect(),
             base: tail,
             frame_words: (0..words).map(|_| AtomicU64::new(0)).collect(),
             plain_words: (0..words).map(|_| PlainWord(UnsafeCell::new(0))).collect(),
@@ -204,6 +206,10 @@ impl ModelProducer {
         }
     }
 
+    fn record(&self) -> &ClaimRecord {
+        &self.log.records[usize::from(self.slot)]
+    }
+
     /// Claims one message frame and returns its position.
     fn claim(&self) -> u64 {
         let log = &*self.log;
@@ -212,7 +218,7 @@ impl ModelProducer {
             &log.tail,
             log.geometry,
             claim_len(self.slot),
-            claimed_word(self.slot),
+            self.record(),
             &mut memory,
             &log.wake,
             producer_barrier_kind(),
@@ -224,12 +230,14 @@ impl ModelProducer {
     fn offer(&self) -> u64 {
         let position = self.claim();
         self.log.write_content(position, self.slot);
-        commit(
+        let committed = commit(
             self.log.frame_word(position),
             committed_word(self.slot),
+            self.record(),
             &self.log.wake,
             producer_barrier_kind(),
         );
+        assert!(committed, "nobody revokes claims in this model");
         position
     }
 
@@ -239,12 +247,14 @@ impl ModelProducer {
         let position = self.claim();
         self.log.write_content(position, self.slot);
         pad_rest_of_claim(self.log.frame_word(position + FRAME_LEN), FRAME_LEN);
-        commit(
+        let committed = commit(
             self.log.frame_word(position),
             committed_word(self.slot),
+            self.record(),
             &self.log.wake,
             producer_barrier_kind(),
         );
+        assert!(committed, "nobody revokes claims in this model");
         position
     }
 
@@ -253,9 +263,10 @@ impl ModelProducer {
     fn abort(&self) -> u64 {
         let position = self.claim();
         self.log.write_content(position, self.slot);
-        pad(
+        abort(
             self.log.frame_word(position),
             FRAME_LEN,
+            self.record(),
             &self.log.wake,
             producer_barrier_kind(),
         );
@@ -298,10 +309,7 @@ impl ModelConsumer {
             let position = self.position;
             let frame = match self.frame_here() {
                 FrameState::Empty => return None,
-                FrameState::Claimed(claimed) => {
-                    check_claimed(position, claimed);
-                    return None;
-                }
+                FrameState::Invalid(frame) => panic!("invalid frame word {frame:?} at {position}"),
                 FrameState::Committed(frame) => frame,
             };
             let aligned = align_up(frame.length as u64, FRAME_ALIGNMENT);
@@ -352,20 +360,6 @@ impl ModelConsumer {
     fn drain(&mut self) -> Vec<Delivered> {
         std::iter::from_fn(|| self.poll()).collect()
     }
-}
-
-/// A claimed frame word must say the whole claimed length and the producer that claimed it:
-/// that is how a consumer held up at a claim can tell whose it is and how much to pad if its
-/// producer is dead, and how `dump` and `stat` show claims in flight.
-fn check_claimed(position: u64, claimed: FrameWord) {
-    assert_eq!(
-        claimed,
-        FrameWord {
-            length: claim_len(claimed.producer) as i32,
-            ..FrameWord::unpack(claimed_word(claimed.producer))
-        },
-        "the claimed frame at {position} does not carry its length and producer"
-    );
 }
 
 /// The delivered messages, checked to be exactly the ones `offered` (producer, position),
@@ -587,7 +581,7 @@ fn a_sleeping_consumer_is_woken_by_a_commit() {
     });
 }
 
-/// A consumer sleeps at a frame whose claim is then aborted: the padding written by `pad`
+/// A consumer sleeps at a frame whose claim is then aborted: the padding written by `abort`
 /// must wake it (else it would sleep at a frame that will never be committed), and it then
 /// finds padding of the claimed length, with nothing after it.
 #[test]
@@ -647,10 +641,15 @@ fn a_sleeping_consumer_is_woken_by_the_padding_of_a_claim_across_a_segment_end()
         // FRAME_LEN); the retry comes right after that second padding.
         assert_eq!(claimed, TAIL_BEFORE_SEGMENT_END + FRAME_LEN);
         assert_eq!(consumer.position, claimed);
-        match consumer.frame_here() {
-            FrameState::Claimed(frame) => check_claimed(claimed, frame),
-            other => panic!("the held claim reads as {other:?}"),
-        }
+        assert_eq!(consumer.frame_here(), FrameState::Empty);
+        assert_eq!(
+            log.records[5].read(),
+            Claimed::At {
+                position: claimed,
+                len: FRAME_LEN
+            },
+            "the held claim is in its producer's record, so a stalled reader can find its owner"
+        );
     });
 }
 
@@ -688,5 +687,145 @@ fn every_sleeping_consumer_is_woken() {
                 }
             );
         }
+    });
+}
+
+/// A stalled reader's view of the model's producer table: every slot's record, with the
+/// given slots dead and the rest alive.
+fn producer_views<'a>(log: &'a ModelLog, dead: &[u16]) -> Vec<ProducerView<'a>> {
+    log.records
+        .iter()
+        .enumerate()
+        .map(|(slot, record)| ProducerView {
+            record,
+            alive: !dead.contains(&(slot as u16)),
+        })
+        .collect()
+}
+
+impl ModelConsumer {
+    /// Polls until `count` messages have arrived and the consumer stands at the tail, calling
+    /// `unblock` whenever it has to wait, as `Consumer` does once a stall has lasted.
+    fn receive_unblocking(
+        &mut self,
+        count: usize,
+        dead: &[u16],
+        revoke_live: bool,
+    ) -> Vec<Delivered> {
+        let mut received = Vec::new();
+        loop {
+            match self.poll() {
+                Some(message) => received.push(message),
+                None if (received.len() == count || count == usize::MAX)
+                    && self.position == self.log.tail.load(Ordering::Acquire)
+                    && self.position > self.log.base =>
+                {
+                    return received
+                }
+                None => {
+                    let log = &*self.log;
+                    let mut memory = log;
+                    unblock(
+                        self.position,
+                        &log.tail,
+                        log.geometry,
+                        producer_views(log, dead),
+                        revoke_live,
+                        &mut memory,
+                        &log.wake,
+                    )
+                    .expect("the model's memory cannot fail to map");
+                    thread::yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// A producer claims and dies before committing, while a live producer offers a message. A
+/// reader stalled at the dead claim pads it (the owner is in its record, and dead), and then
+/// receives the live message exactly once; the dead slot's record is idle again, so the slot
+/// can be reused; the padding has exactly the dead claim's length.
+#[test]
+fn a_dead_producers_claim_is_padded_and_the_message_after_it_delivered() {
+    check(Some(3), || {
+        let log = ModelLog::new(TAIL_INSIDE_SEGMENT, 2);
+        let dying = ModelProducer::new(&log, 1);
+        let dead_claim = thread::spawn(move || dying.claim()).join().unwrap();
+        let live = ModelProducer::new(&log, 2);
+        let offering = thread::spawn(move || live.offer());
+
+        let mut consumer = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        let received = consumer.receive_unblocking(1, &[1], false);
+
+        let offered = offering.join().unwrap();
+        assert_delivered_exactly(&received, &[(2, offered)]);
+        assert_eq!(
+            read_frame(log.frame_word(dead_claim)),
+            FrameState::Committed(FrameWord::unpack(padding_word(FRAME_LEN)))
+        );
+        assert_eq!(log.records[1].read(), Claimed::Idle);
+    });
+}
+
+/// A producer is killed between its `fetch_add` and the store of its position: its claim has
+/// a zero frame word and no record names it. A live producer offers at the same time, before
+/// or after it. The reader pads only the dead claim — never the live producer's, whatever the
+/// interleaving — and receives the live message exactly once, ending at the tail.
+#[test]
+fn a_producer_killed_between_its_fetch_add_and_its_record_never_costs_a_live_message() {
+    check(Some(3), || {
+        let log = ModelLog::new(TAIL_INSIDE_SEGMENT, 2);
+        let live = ModelProducer::new(&log, 2);
+        let offering = thread::spawn(move || live.offer());
+        let dying = log.clone();
+        thread::spawn(move || {
+            // The library's own first two steps of `claim`, and then the process is gone.
+            announce(&dying.records[1], FRAME_LEN);
+            reserve(&dying.tail, FRAME_LEN);
+        })
+        .join()
+        .unwrap();
+
+        let mut consumer = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        let received = consumer.receive_unblocking(1, &[1], false);
+
+        let offered = offering.join().unwrap();
+        assert_delivered_exactly(&received, &[(2, offered)]);
+        assert_eq!(consumer.position, TAIL_INSIDE_SEGMENT + 2 * FRAME_LEN);
+    });
+}
+
+/// A live producer holds its claim past the reader's timeout, and the reader revokes it while
+/// the producer commits. Exactly one wins: either the commit succeeds and the message is
+/// delivered, or the commit reports the revocation and the message is skipped as padding —
+/// and a second reader walking the log afterwards sees the same.
+#[test]
+fn a_live_claim_revoked_after_the_timeout_is_either_committed_or_skipped_never_both() {
+    check(None, || {
+        let log = ModelLog::new(TAIL_INSIDE_SEGMENT, 1);
+        let producer_log = log.clone();
+        let producing = thread::spawn(move || {
+            let producer = ModelProducer::new(&producer_log, 3);
+            let position = producer.claim();
+            producer_log.write_content(position, 3);
+            let committed = commit(
+                producer_log.frame_word(position),
+                committed_word(3),
+                producer.record(),
+                &producer_log.wake,
+                producer_barrier_kind(),
+            );
+            (position, committed)
+        });
+
+        let mut consumer = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        let received = consumer.receive_unblocking(usize::MAX, &[], true);
+        let (position, committed) = producing.join().unwrap();
+        let expected: &[(u16, u64)] = if committed { &[(3, position)] } else { &[] };
+        assert_delivered_exactly(&received, expected);
+        let mut second = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        assert_delivered_exactly(&second.drain(), expected);
+        assert_eq!(log.records[3].read(), Claimed::Idle);
     });
 }
