@@ -5,9 +5,10 @@ use crate::format::{
     RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
 };
 use crate::log::Shared;
-use crate::protocol::{self, read_frame, FrameMemory, FrameState, Geometry};
+use crate::protocol::{self, read_frame, FrameState, Geometry};
 use crate::segment::Segment;
 use crate::sync::{AtomicU64, Ordering};
+use crate::verify::SegmentWords;
 use crate::{format, Error, Result};
 use crossbeam_utils::Backoff;
 use std::sync::Arc;
@@ -387,10 +388,7 @@ impl Consumer {
         if stalled < STALL_GRACE {
             return Ok(false);
         }
-        let mut memory = RepairMemory {
-            shared: &self.shared,
-            mapped: None,
-        };
+        let mut memory = SegmentWords::new(&self.shared);
         let unblocked = protocol::unblock(
             self.position,
             self.shared.meta.tail(),
@@ -756,40 +754,6 @@ impl Consumer {
             )));
         }
         Ok((position, None))
-    }
-}
-
-/// The memory a stalled consumer pads through: the segment of the stall, created if the
-/// producer that should have made it died first.
-struct RepairMemory<'a> {
-    shared: &'a Arc<Shared>,
-    mapped: Option<(u64, Arc<Segment>)>,
-}
-
-impl FrameMemory for RepairMemory<'_> {
-    fn frame_word(&mut self, position: u64) -> Result<&AtomicU64> {
-        let geometry = self.shared.geometry;
-        let index = geometry.segment_index(position);
-        if self
-            .mapped
-            .as_ref()
-            .is_none_or(|(mapped, _)| *mapped != index)
-        {
-            let segment = self
-                .shared
-                .segment(index, true)?
-                .expect("segment() with create always returns one");
-            self.mapped = Some((index, segment));
-        }
-        let (_, segment) = self.mapped.as_ref().expect("mapped above");
-        // SAFETY: positions handed in by the protocol are 8-aligned and inside the segment
-        // just mapped, which `self.mapped` keeps alive for the borrow of `self`.
-        Ok(unsafe {
-            &*(segment
-                .data_ptr()
-                .add(geometry.offset_in_segment(position) as usize)
-                as *const AtomicU64)
-        })
     }
 }
 

@@ -44,6 +44,8 @@ mod preparer;
 mod producer;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+mod verify;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, StartAt};
@@ -54,3 +56,5 @@ pub use log::{Log, LogOptions};
 pub use meta::ProducerInfo;
 #[cfg(not(loom))]
 pub use producer::{Batch, Claim, Producer};
+#[cfg(not(loom))]
+pub use verify::{Problem, RecoveryReport, VerifyReport};

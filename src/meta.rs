@@ -51,7 +51,8 @@ struct MetaLayout {
     header: MetaHeader,
     tail: Line<AtomicU64>,
     wake: Line<WakeLine>,
-    _reserved: Line<[u8; 128]>,
+    /// Position up to which a recovery found every frame whole (see `verify.rs`).
+    recovered_to: Line<AtomicU64>,
     producers: [ProducerSlot; PRODUCER_SLOTS],
     /// Reserved for the table of named durable cursors, 64 bytes an entry; zero.
     _consumers: [[u8; 64]; CONSUMER_SLOTS],
@@ -155,6 +156,11 @@ impl Meta {
     /// The wake-up word and waiter count.
     pub fn wake(&self) -> &WakeWord {
         &self.layout().wake.0.wake
+    }
+
+    /// Position up to which the last recovery on open checked every frame.
+    pub fn recovered_to(&self) -> &AtomicU64 {
+        &self.layout().recovered_to.0
     }
 
     /// Count of segments published since the log was created.

@@ -1,0 +1,405 @@
+//! Checking a whole log ([`crate::Log::verify`]), and recovering it when it is opened with no
+//! producer process alive: after every process of it was killed, or the machine crashed.
+//!
+//! Recovery walks the frames written since the last recovery. A claim left uncommitted by a
+//! dead producer is padded through the protocol's own [`protocol::unblock`], as a consumer
+//! would. Anything else that breaks the format — a checksum that does not match, a length
+//! that does not fit, a zero frame word no dead producer's record accounts for: the torn
+//! tail of a machine crash, where the last pages of a segment reached the disk without the
+//! pages before them — is cut off: padded to the end of its segment, with every later
+//! segment padded whole and the tail moved past them, so that it is never served and no
+//! position is ever reused. Like Kafka's log recovery, it keeps everything before the first
+//! bad frame and nothing after it.
+
+use crate::format::{self, align_up, kind, FrameHeader, FRAME_ALIGNMENT, FRAME_HEADER_LEN};
+use crate::inspect::SegmentFile;
+use crate::log::{list_segments, Shared};
+use crate::protocol::{self, read_frame, FrameMemory, FrameState};
+use crate::segment::Segment;
+use crate::sync::{AtomicU64, Ordering};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// A problem [`crate::Log::verify`] found, at a position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: the frame, record or segment concerned.
+    pub position: u64,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "position {}: {}", self.position, self.detail)
+    }
+}
+
+/// What [`crate::Log::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segment files checked.
+    pub segments: usize,
+    /// Frames walked (data, message sets and padding).
+    pub frames: u64,
+    /// Messages in them (a message set counts its records).
+    pub messages: u64,
+    /// Where the committed frames end.
+    pub end: u64,
+    /// The log's tail when the check began.
+    pub tail: u64,
+    /// Everything wrong, in log order.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What recovery on open found and did; see [`crate::Log::recovery`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Where the walk started: where the previous recovery ended.
+    pub from: u64,
+    /// Frames found whole.
+    pub frames: u64,
+    /// Claims of dead producers turned into padding.
+    pub dead_claims_padded: u64,
+    /// Where the torn tail began, and why, if there was one.
+    pub cut: Option<Problem>,
+    /// Where recovery had to stop without cutting, and why: a segment file it cannot open (a
+    /// consumer that gets there meets the same error). The next open tries again from there.
+    pub halted: Option<Problem>,
+    /// The tail after recovery (past the cut, if any).
+    pub tail: u64,
+}
+
+pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
+    let capacity = shared.geometry.capacity();
+    let mut report = VerifyReport {
+        tail: shared.meta.tail().load(Ordering::Acquire),
+        ..VerifyReport::default()
+    };
+    let bases = list_segments(&shared.dir)?;
+    let mut expected = bases.first().copied().unwrap_or(0);
+    report.end = expected;
+    for base in bases {
+        let mut problem = |position: u64, detail: String| {
+            report.problems.push(Problem { position, detail });
+        };
+        if base != expected {
+            problem(
+                expected,
+                format!("the segment files for positions {expected} to {base} are missing"),
+            );
+        }
+        expected = base + capacity;
+        let path = shared.dir.join(format::segment_file_name(base));
+        let file = match SegmentFile::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                problem(base, e.to_string());
+                continue;
+            }
+        };
+        let header = file.header();
+        if header.log_id != shared.spec.log_id
+            || header.capacity != capacity
+            || header.log_flags != shared.spec.log_flags
+        {
+            problem(
+                base,
+                format!(
+                    "{}: belongs to another log, or has other options",
+                    path.display()
+                ),
+            );
+            continue;
+        }
+        report.segments += 1;
+        let mut frames = file.frames();
+        for frame in frames.by_ref() {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    problem(error_position(&e, base), e.to_string());
+                    break;
+                }
+            };
+            report.frames += 1;
+            match frame.kind() {
+                kind::PADDING => {}
+                kind::DATA | kind::BATCH => {
+                    if frame.checksum_ok() == Some(false) {
+                        problem(
+                            frame.position(),
+                            format!(
+                                "checksum mismatch: header says {:#010x}, payload has {:#010x}",
+                                frame.checksum().unwrap_or(0),
+                                format::checksum(frame.payload())
+                            ),
+                        );
+                    }
+                    if frame.kind() == kind::DATA {
+                        report.messages += 1;
+                    }
+                    for record in frame.records() {
+                        match record {
+                            Ok(_) => report.messages += 1,
+                            Err(e) => problem(frame.position(), e.to_string()),
+                        }
+                    }
+                }
+                other => problem(frame.position(), format!("unknown frame kind {other}")),
+            }
+        }
+        let end = frames.next_position();
+        report.end = end;
+        let uncommitted_to = report.tail.min(file.end_position());
+        if end < uncommitted_to {
+            problem(
+                end,
+                format!(
+                    "the claims from {end} to {uncommitted_to} are not committed (in flight, or \
+                     left by dead producers that no consumer has padded yet)"
+                ),
+            );
+        }
+    }
+    Ok(report)
+}
+
+fn error_position(error: &Error, fallback: u64) -> u64 {
+    match error {
+        Error::CorruptFrame { position, .. } | Error::ChecksumMismatch { position, .. } => {
+            *position
+        }
+        _ => fallback,
+    }
+}
+
+/// Recovers the log if no producer process is alive; `None` if one is (it may be writing, and
+/// the log is not at rest) or if nothing was written since the last recovery.
+pub(crate) fn recover(shared: &Arc<Shared>) -> Result<Option<RecoveryReport>> {
+    if shared.meta.producers_in_use().iter().any(|p| p.alive) {
+        return Ok(None);
+    }
+    let tail = shared.meta.tail().load(Ordering::Acquire);
+    let earliest = shared.earliest_position()?;
+    let from = shared
+        .meta
+        .recovered_to()
+        .load(Ordering::Acquire)
+        .max(earliest);
+    if from >= tail {
+        return Ok(None);
+    }
+    let geometry = shared.geometry;
+    let mut report = RecoveryReport {
+        from,
+        tail,
+        ..RecoveryReport::default()
+    };
+    let mut memory = SegmentWords::new(shared);
+    let mut position = from;
+    let cut = loop {
+        if position >= tail {
+            break None;
+        }
+        let word = match memory.existing_word(position) {
+            Ok(Some(word)) => word,
+            Ok(None) => {
+                break Some(format!(
+                    "the segment file for position {position} is missing"
+                ))
+            }
+            Err(e) => {
+                report.halted = Some(Problem {
+                    position,
+                    detail: e.to_string(),
+                });
+                break None;
+            }
+        };
+        match read_frame(word) {
+            FrameState::Committed(frame) => {
+                let length = frame.length as u64;
+                let aligned = align_up(length, FRAME_ALIGNMENT);
+                let min = if frame.kind == kind::PADDING {
+                    FRAME_ALIGNMENT
+                } else {
+                    FRAME_HEADER_LEN
+                };
+                if length < min || position + aligned > geometry.segment_end(position) {
+                    break Some(format!("frame length {length} does not fit"));
+                }
+                if frame.kind != kind::PADDING {
+                    if let Some(problem) = check_payload(&mut memory, position, frame)? {
+                        break Some(problem);
+                    }
+                }
+                report.frames += 1;
+                position += aligned;
+            }
+            FrameState::Invalid(frame) => break Some(format!("negative length {}", frame.length)),
+            FrameState::Empty => {
+                // Every producer is dead: unblock pads a claim its record accounts for.
+                let padded = protocol::unblock(
+                    position,
+                    shared.meta.tail(),
+                    geometry,
+                    shared.meta.producer_views(),
+                    true,
+                    &mut memory,
+                    shared.meta.wake(),
+                )?;
+                if !padded {
+                    break Some(
+                        "an uncommitted frame no dead producer's record accounts for (a torn tail)"
+                            .to_string(),
+                    );
+                }
+                report.dead_claims_padded += 1;
+            }
+        }
+    };
+    if let Some(detail) = cut {
+        report.tail = cut_off(shared, &mut memory, position, tail)?;
+        report.cut = Some(Problem { position, detail });
+        position = report.tail;
+    }
+    shared
+        .meta
+        .recovered_to()
+        .store(position, Ordering::Release);
+    Ok(Some(report))
+}
+
+/// Checks the checksum (and, for a message set, the records) of the committed frame at
+/// `position`; the problem, if any.
+fn check_payload(
+    memory: &mut SegmentWords<'_>,
+    position: u64,
+    frame: format::FrameWord,
+) -> Result<Option<String>> {
+    let word = memory.frame_word(position)?;
+    let header = word as *const AtomicU64 as *const u8;
+    let payload_len = frame.length as usize - FRAME_HEADER_LEN as usize;
+    // SAFETY: the frame is committed (its word was read with Acquire), its length was checked
+    // to end inside the segment, and the mapping lives in `memory` while this borrow does;
+    // no live producer can write it (recovery runs only when none is alive).
+    let (checksum, payload) = unsafe {
+        (
+            header
+                .add(std::mem::offset_of!(FrameHeader, checksum))
+                .cast::<u32>()
+                .read(),
+            std::slice::from_raw_parts(header.add(FRAME_HEADER_LEN as usize), payload_len),
+        )
+    };
+    if frame.flags & format::flags::CHECKSUM != 0 && format::checksum(payload) != checksum {
+        return Ok(Some("checksum mismatch".to_string()));
+    }
+    if frame.kind == kind::BATCH {
+        if let Err(detail) = format::check_records(payload) {
+            return Ok(Some(detail));
+        }
+    }
+    if frame.kind != kind::DATA && frame.kind != kind::BATCH {
+        return Ok(Some(format!("unknown frame kind {}", frame.kind)));
+    }
+    Ok(None)
+}
+
+/// Pads everything from `cut` to the end of its segment, and every later segment up to the
+/// one holding the tail whole, creating any that is missing; returns the new tail, the start
+/// of a fresh segment. Positions only grow: nothing torn is ever handed out again.
+fn cut_off(
+    shared: &Arc<Shared>,
+    memory: &mut SegmentWords<'_>,
+    cut: u64,
+    tail: u64,
+) -> Result<u64> {
+    let geometry = shared.geometry;
+    let last_file_end = list_segments(&shared.dir)?
+        .last()
+        .map_or(0, |base| base + geometry.capacity());
+    let new_tail = geometry
+        .segment_end(cut)
+        .max(last_file_end)
+        .max(geometry.segment_end(tail.saturating_sub(1)));
+    let mut position = cut;
+    while position < new_tail {
+        let end = geometry.segment_end(position);
+        // A plain store: what lies here is garbage, not a frame anybody may still commit.
+        memory
+            .frame_word(position)?
+            .store(format::padding_word(end - position), Ordering::Release);
+        position = end;
+    }
+    shared.meta.tail().store(new_tail, Ordering::Release);
+    Ok(new_tail)
+}
+
+/// Frame words of the log's segments, for the cold paths that pad (a stalled consumer,
+/// recovery): one segment mapped at a time, created if the producer that should have made it
+/// died first.
+pub(crate) struct SegmentWords<'a> {
+    shared: &'a Arc<Shared>,
+    mapped: Option<(u64, Arc<Segment>)>,
+}
+
+impl<'a> SegmentWords<'a> {
+    pub fn new(shared: &'a Arc<Shared>) -> Self {
+        SegmentWords {
+            shared,
+            mapped: None,
+        }
+    }
+
+    /// The frame word at `position` if its segment file exists.
+    fn existing_word(&mut self, position: u64) -> Result<Option<&AtomicU64>> {
+        let index = self.shared.geometry.segment_index(position);
+        if self
+            .mapped
+            .as_ref()
+            .is_none_or(|(mapped, _)| *mapped != index)
+        {
+            match self.shared.segment(index, false)? {
+                Some(segment) => self.mapped = Some((index, segment)),
+                None => return Ok(None),
+            }
+        }
+        self.frame_word(position).map(Some)
+    }
+}
+
+impl FrameMemory for SegmentWords<'_> {
+    fn frame_word(&mut self, position: u64) -> Result<&AtomicU64> {
+        let geometry = self.shared.geometry;
+        let index = geometry.segment_index(position);
+        if self
+            .mapped
+            .as_ref()
+            .is_none_or(|(mapped, _)| *mapped != index)
+        {
+            let segment = self
+                .shared
+                .segment(index, true)?
+                .expect("segment() with create always returns one");
+            self.mapped = Some((index, segment));
+        }
+        let (_, segment) = self.mapped.as_ref().expect("mapped above");
+        // SAFETY: positions here are 8-aligned frame starts inside the segment just mapped,
+        // which `self.mapped` keeps alive for the borrow of `self`.
+        Ok(unsafe {
+            &*(segment
+                .data_ptr()
+                .add(geometry.offset_in_segment(position) as usize)
+                as *const AtomicU64)
+        })
+    }
+}
