@@ -233,7 +233,12 @@ pub fn settle<M: FrameMemory>(
         record.state.store(ClaimRecord::IDLE, Ordering::Release);
         return Ok(());
     };
-    let end = position + len;
+    if len == 0 || len % FRAME_ALIGNMENT != 0 || len > geometry.max_frame_len() {
+        // Not a claim this code could have made (a damaged meta file): nothing to pad.
+        record.state.store(ClaimRecord::IDLE, Ordering::Release);
+        return Ok(());
+    }
+    let end = position.saturating_add(len);
     let segment_end = geometry.segment_end(position);
     // The piece in the next segment first: while the first piece is unpadded, no reader can
     // be past it, so none can be waiting at the second.
@@ -344,20 +349,29 @@ pub fn unblock<'a, M: FrameMemory>(
     let mut unresolved_alive = false;
     let mut unresolved_dead = false;
     for producer in producers {
-        match producer.record.read() {
+        let claimed = match producer.record.read() {
+            // A record that cannot be a claim (a damaged meta file) names nothing.
+            Claimed::At { len, .. }
+                if len == 0 || len % FRAME_ALIGNMENT != 0 || len > geometry.max_frame_len() =>
+            {
+                Claimed::Idle
+            }
+            claimed => claimed,
+        };
+        match claimed {
             Claimed::Idle => {}
             Claimed::Unresolved if producer.alive => unresolved_alive = true,
             Claimed::Unresolved => unresolved_dead = true,
             Claimed::At {
                 position: start,
                 len,
-            } if start <= position && position < start + len => {
+            } if start <= position && position < start.saturating_add(len) => {
                 if producer.alive && !revoke_live {
                     return Ok(false);
                 }
-                let piece_end = (start + len).min(segment_end);
+                let piece_end = start.saturating_add(len).min(segment_end);
                 let padded = pad_if_empty(memory.frame_word(position)?, piece_end - position);
-                if padded && !producer.alive && piece_end == start + len {
+                if padded && !producer.alive && piece_end == start.saturating_add(len) {
                     // The whole claim is padding now: the dead owner's slot may be reused.
                     let _ = producer.record.state.compare_exchange(
                         start | 1,
