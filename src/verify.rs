@@ -267,7 +267,7 @@ pub(crate) fn recover(shared: &Arc<Shared>) -> Result<Option<RecoveryReport>> {
         }
     };
     if let Some(detail) = cut {
-        report.tail = cut_off(shared, &mut memory, position, tail)?;
+        report.tail = cut_off(shared, &mut memory, position)?;
         report.cut = Some(Problem { position, detail });
         position = report.tail;
     }
@@ -314,23 +314,18 @@ fn check_payload(
     Ok(None)
 }
 
-/// Pads everything from `cut` to the end of its segment, and every later segment up to the
-/// one holding the tail whole, creating any that is missing; returns the new tail, the start
-/// of a fresh segment. Positions only grow: nothing torn is ever handed out again.
-fn cut_off(
-    shared: &Arc<Shared>,
-    memory: &mut SegmentWords<'_>,
-    cut: u64,
-    tail: u64,
-) -> Result<u64> {
+/// Pads everything from `cut` to the end of its segment, and every later segment file whole;
+/// returns the new tail: the end of the last segment file, where a fresh segment begins.
+/// Nothing torn is ever handed out again. No segment is created past the last file (only a
+/// missing one between files, to pad it): a tail beyond the files names positions no file
+/// ever held — a damaged meta file, or claims into a segment nobody lived to create — so the
+/// tail comes back to the files' end, and only positions never written anywhere are reused.
+fn cut_off(shared: &Arc<Shared>, memory: &mut SegmentWords<'_>, cut: u64) -> Result<u64> {
     let geometry = shared.geometry;
     let last_file_end = list_segments(&shared.dir)?
         .last()
         .map_or(0, |base| base + geometry.capacity());
-    let new_tail = geometry
-        .segment_end(cut)
-        .max(last_file_end)
-        .max(geometry.segment_end(tail.saturating_sub(1)));
+    let new_tail = last_file_end;
     let mut position = cut;
     while position < new_tail {
         let end = geometry.segment_end(position);

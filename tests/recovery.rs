@@ -84,16 +84,27 @@ fn a_torn_payload_at_the_tail_is_cut_off_on_open_and_never_served() {
     assert_eq!(recovery.frames, 97);
 
     let read = read_all(&log);
-    assert_eq!(read.len(), 97, "only the messages before the torn one are served");
+    assert_eq!(
+        read.len(),
+        97,
+        "only the messages before the torn one are served"
+    );
     assert_eq!(read.last().unwrap().1, b"message 96");
     // Positions only grow: the log goes on in a fresh segment, past everything torn.
     assert_eq!(log.tail(), CAPACITY);
     assert!(log.tail() > old_tail);
     let next = log.producer().unwrap().offer(b"after recovery").unwrap();
     assert_eq!(next, CAPACITY);
-    assert!(log.verify().unwrap().is_clean(), "{:?}", log.verify().unwrap());
+    assert!(
+        log.verify().unwrap().is_clean(),
+        "{:?}",
+        log.verify().unwrap()
+    );
     let read = read_all(&log);
-    assert_eq!(read.last().unwrap(), &(CAPACITY, b"after recovery".to_vec()));
+    assert_eq!(
+        read.last().unwrap(),
+        &(CAPACITY, b"after recovery".to_vec())
+    );
 }
 
 #[test]
@@ -115,7 +126,10 @@ fn a_clean_log_is_recovered_without_a_cut_and_recovery_starts_where_it_ended() {
     let (positions, _) = write_closed_log(dir.path(), 20);
     let log = Log::open(dir.path()).unwrap();
     let recovery = log.recovery().unwrap();
-    assert_eq!((recovery.from, recovery.frames, &recovery.cut), (0, 20, &None));
+    assert_eq!(
+        (recovery.from, recovery.frames, &recovery.cut),
+        (0, 20, &None)
+    );
     assert_eq!(read_all(&log).len(), 20);
     drop(log);
     // Nothing written since: the next open has nothing to check.
@@ -135,8 +149,11 @@ fn a_dead_producers_claim_is_padded_on_open_and_the_messages_after_it_kept() {
         "die_mid_claim",
         &[("LOGBUS_TEST_LOG", dir.path().display().to_string())],
     );
-    let dead: u64 = children.wait_all(Duration::from_secs(60)).pop().unwrap().result()
-        ["position"]
+    let dead: u64 = children
+        .wait_all(Duration::from_secs(60))
+        .pop()
+        .unwrap()
+        .result()["position"]
         .parse()
         .unwrap();
     producer.offer(b"after").unwrap();
@@ -179,4 +196,35 @@ fn verify_names_every_problem_with_its_position_and_reads_only() {
     assert_eq!(consumer.poll().unwrap().unwrap().payload(), b"good");
     assert!(consumer.poll().is_err());
     assert!(set > damaged);
+}
+
+/// A damaged meta file whose tail points far past the segment files (a flipped high byte)
+/// must not make recovery create segment files up to it: the tail comes back to the end of
+/// the last file, nothing written is lost, and producing goes on from there.
+#[test]
+fn a_tail_far_past_the_segment_files_creates_no_files_and_comes_back() {
+    let dir = common::tempdir();
+    let (_, tail) = write_closed_log(dir.path(), 30);
+    let meta = dir.path().join(logbus::format::META_FILE_NAME);
+    let bogus = tail + (1 << 40);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+        file.write_all_at(&bogus.to_le_bytes(), 128).unwrap();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    let files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count();
+    assert_eq!(files, 1, "recovery created segment files");
+    assert_eq!(log.tail(), CAPACITY);
+    assert_eq!(read_all(&log).len(), 30);
+    assert_eq!(log.producer().unwrap().offer(b"next").unwrap(), CAPACITY);
 }
