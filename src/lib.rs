@@ -29,6 +29,8 @@ pub mod protocol;
 pub mod sync;
 
 #[cfg(not(loom))]
+pub mod bridge;
+#[cfg(not(loom))]
 mod clock;
 #[cfg(not(loom))]
 mod consumer;

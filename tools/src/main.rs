@@ -2,9 +2,17 @@
 //! `main` parses the command line, runs the subcommand, and prints any error as
 //! `logbus: <error>` with a non-zero exit status.
 
+mod bridge;
 mod child;
 mod demo;
+mod dump;
+mod logdir;
+mod publish;
+mod show;
 mod signals;
+mod start;
+mod stat;
+mod sub;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +26,14 @@ use std::process::ExitCode;
 /// with `logbus demo`.
 #[derive(Parser, Debug)]
 #[command(name = "logbus", version, propagate_version = true)]
-#[command(after_help = "Quickstart:\n  logbus demo")]
+#[command(after_help = "\
+Quickstart:
+  logbus demo
+From a shell:
+  echo hello | logbus pub /dev/shm/orders --create
+  logbus sub /dev/shm/orders --follow
+  logbus dump /dev/shm/orders --verify
+  logbus stat /dev/shm/orders")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,6 +59,50 @@ Examples:
   logbus demo --messages 200000 --segment-capacity 64KiB --keep")]
     Demo(demo::DemoArgs),
 
+    /// Show a log or one segment file as it lies: meta file, segments, frames; --verify checks it.
+    ///
+    /// `logbus dump PATH` reads a log directory (its meta file, then every segment file in
+    /// order) or a single segment file, without joining the log: it takes no producer slot
+    /// and writes nothing. It lists the log's format, options, tail and producers, then
+    /// each segment and every frame in it, and reports on lines of their own every problem
+    /// it finds (with its position) and every claim still in flight. It exits with status
+    /// 1 if it found a problem, and with a clear error if PATH is not a log or a segment.
+    #[command(after_long_help = dump::AFTER_LONG_HELP)]
+    Dump(dump::DumpArgs),
+
+    /// Live view of a log: tail, messages/s and MB/s, producers, consumers.
+    ///
+    /// `logbus stat PATH` prints a report every second until Ctrl-C: the tail position, the
+    /// rate of messages and bytes, and the producers with whether each still runs. With
+    /// --once it prints one report and exits; with --json each report is one JSON line.
+    #[command(after_long_help = stat::AFTER_LONG_HELP)]
+    Stat(stat::StatArgs),
+
+    /// Append each line of standard input to a log as a message (--binary: length-prefixed).
+    ///
+    /// `logbus pub PATH` becomes one producer of the log and offers each line it reads as
+    /// one message, until the end of its input. --create makes the log first if it is not
+    /// there, with the options given.
+    #[command(name = "pub", after_long_help = publish::AFTER_LONG_HELP)]
+    Pub(publish::PubArgs),
+
+    /// Print the messages of a log, one a line, as text, hex, JSON or length-prefixed binary.
+    ///
+    /// `logbus sub PATH` reads the log with a consumer of its own from --from (earliest by
+    /// default), prints every committed message and exits; with --follow it then waits for
+    /// more, until Ctrl-C or --count messages.
+    #[command(after_long_help = sub::AFTER_LONG_HELP)]
+    Sub(sub::SubArgs),
+
+    /// Serve logs to other hosts, subscribe to a remote log, mirror it, or measure the bridge.
+    ///
+    /// `logbus bridge serve` serves every log under a directory over TCP, sending the
+    /// segment files' bytes with sendfile; `logbus bridge subscribe` prints a remote log's
+    /// messages or mirrors it into a local replica; `logbus bridge bench` measures delivered
+    /// GB/s and the bridge's CPU per GB, with sendfile and with read+write.
+    #[command(subcommand)]
+    Bridge(bridge::BridgeCommand),
+
     /// One producer process of `logbus demo` (started by it, not by hand).
     #[command(hide = true)]
     DemoProducer(demo::ProducerArgs),
@@ -57,6 +116,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Bridge(command) => bridge::run(command),
+        Command::Dump(args) => dump::run(args),
+        Command::Stat(args) => stat::run(args),
+        Command::Pub(args) => publish::run(args),
+        Command::Sub(args) => sub::run(args),
         Command::DemoProducer(args) => demo::run_producer(args),
         Command::DemoConsumer(args) => demo::run_consumer(args),
     };
