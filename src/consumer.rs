@@ -164,6 +164,18 @@ pub struct Consumer {
     /// Empty polls since the last look at the tail for a stall.
     empty_polls: u32,
     claim_timeout: Duration,
+    /// The durable cursor this consumer holds, if it was made by name.
+    durable: Option<Durable>,
+    /// Set when a durable cursor resumed at a position retention had deleted: the next
+    /// read fails with `PositionDeleted` until the consumer seeks. Looked at only when a
+    /// segment is mapped, off the hot path.
+    resume_deleted: bool,
+}
+
+/// A durable cursor held by a consumer: its entry in the meta file's consumer table.
+struct Durable {
+    index: usize,
+    name: Box<str>,
 }
 
 /// How long a claim may stay uncommitted before a consumer looks at who holds it; a live
@@ -206,8 +218,14 @@ unsafe impl Send for Consumer {}
 
 impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>, start: StartAt) -> Result<Consumer> {
+        let mut consumer = Consumer::unstarted(shared);
+        consumer.seek(start)?;
+        Ok(consumer)
+    }
+
+    fn unstarted(shared: Arc<Shared>) -> Consumer {
         let geometry = shared.geometry;
-        let mut consumer = Consumer {
+        Consumer {
             shared,
             geometry,
             position: 0,
@@ -218,18 +236,158 @@ impl Consumer {
             stall: None,
             empty_polls: 0,
             claim_timeout: DEFAULT_CLAIM_TIMEOUT,
+            durable: None,
+            resume_deleted: false,
+        }
+    }
+
+    /// The consumer of the durable cursor `name`: see [`crate::Log::consumer_named`].
+    pub(crate) fn named(shared: Arc<Shared>, name: &str, start: StartAt) -> Result<Consumer> {
+        // A new entry holds everything back until the consumer knows where it starts.
+        let taken = shared
+            .meta
+            .take_cursor(name, || shared.earliest_position())?;
+        let mut consumer = Consumer::unstarted(shared.clone());
+        let started = if taken.created {
+            consumer.seek(start)
+        } else {
+            match consumer.seek(StartAt::Position(taken.position)) {
+                // Retention went past the committed position: the first read says so, and
+                // names the earliest position to seek to.
+                Err(Error::PositionDeleted { .. }) => {
+                    consumer.jump_to(taken.position);
+                    consumer.resume_deleted = true;
+                    Ok(())
+                }
+                other => other,
+            }
         };
+        if let Err(e) = started {
+            if taken.created {
+                shared.meta.drop_new_cursor(taken.index);
+            } else {
+                shared.meta.release_cursor(taken.index);
+            }
+            return Err(e);
+        }
+        if taken.created {
+            shared.meta.commit_cursor(taken.index, consumer.position());
+        }
+        consumer.durable = Some(Durable {
+            index: taken.index,
+            name: name.into(),
+        });
+        Ok(consumer)
+    }
+
+    /// Moves the consumer to `start`, as if it had just been made there: after
+    /// [`Error::PositionDeleted`], say, to the earliest position that error names. A durable
+    /// consumer's committed position does not change until it commits.
+    ///
+    /// ```
+    /// use logbus::{Log, LogOptions, StartAt};
+    /// let dir = tempfile::tempdir()?;
+    /// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+    /// let first = log.producer()?.offer(b"again")?;
+    /// let mut consumer = log.consumer(StartAt::Earliest)?;
+    /// assert_eq!(consumer.poll()?.unwrap().payload(), b"again");
+    /// consumer.seek(StartAt::Position(first))?;
+    /// assert_eq!(consumer.poll()?.unwrap().payload(), b"again");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seek(&mut self, start: StartAt) -> Result<()> {
+        self.resume_deleted = false;
         let (position, record) = match start {
-            StartAt::Earliest => (consumer.shared.earliest_position()?, None),
-            StartAt::Latest => (consumer.shared.meta.tail().load(Ordering::Acquire), None),
-            StartAt::Position(position) => consumer.locate(position)?,
+            StartAt::Earliest => (self.shared.earliest_position()?, None),
+            StartAt::Latest => (self.shared.meta.tail().load(Ordering::Acquire), None),
+            StartAt::Position(position) => self.locate(position)?,
         };
-        consumer.jump_to(position);
+        self.jump_to(position);
+        self.stall = None;
         if let Some(record_offset) = record {
             // `locate` saw this message set committed; enter it at the record asked for.
-            consumer.enter_batch_at(record_offset)?;
+            self.enter_batch_at(record_offset)?;
         }
-        Ok(consumer)
+        Ok(())
+    }
+
+    /// The name of this consumer's durable cursor, if it was made by
+    /// [`crate::Log::consumer_named`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// assert_eq!(log.consumer_named("billing")?.name(), Some("billing"));
+    /// assert_eq!(log.consumer(logbus::StartAt::Earliest)?.name(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.durable.as_ref().map(|durable| &*durable.name)
+    }
+
+    /// Commits this consumer's position (that of the next message it will read) to its
+    /// durable cursor: the next holder of the name resumes there. Call it once the messages
+    /// read so far are processed; those read after it are read again by the next holder if
+    /// this one dies first (at-least-once). Two stores to the meta file: no lock, no system
+    /// call. Fails with [`Error::NotDurable`] for a consumer made without a name.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// log.producer()?.offer(b"invoice")?;
+    /// let mut billing = log.consumer_named("billing")?;
+    /// billing.poll()?.expect("the invoice");
+    /// let committed = billing.commit_position()?;
+    /// assert_eq!(committed, log.tail());
+    /// assert_eq!(log.consumers()[0].position, committed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn commit_position(&self) -> Result<u64> {
+        let Some(durable) = &self.durable else {
+            return Err(Error::NotDurable);
+        };
+        let position = self.position();
+        self.shared.meta.commit_cursor(durable.index, position);
+        Ok(position)
+    }
+
+    /// Commits a given position to this consumer's durable cursor: where the next holder
+    /// resumes. It must be the position of a message this consumer has read (every message
+    /// from it on is read again), or its own [`Consumer::position`]; a position past that is
+    /// [`Error::InvalidPosition`]. For processing that finishes messages out of step with
+    /// reading them.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut producer = log.producer()?;
+    /// producer.offer(b"one")?;
+    /// let second = producer.offer(b"two")?;
+    /// let mut billing = log.consumer_named("billing")?;
+    /// billing.poll_batch(10, |_| {})?;
+    /// billing.commit_position_at(second)?; // "two" is not processed yet
+    /// drop(billing);
+    /// let mut billing = log.consumer_named("billing")?;
+    /// assert_eq!(billing.poll()?.unwrap().payload(), b"two");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_position_at(&self, position: u64) -> Result<()> {
+        let Some(durable) = &self.durable else {
+            return Err(Error::NotDurable);
+        };
+        if position > self.position() || position % RECORD_ALIGNMENT != 0 {
+            return Err(Error::InvalidPosition {
+                position,
+                detail: format!(
+                    "a consumer commits the position of a message it has read, or its own \
+                     position ({})",
+                    self.position()
+                ),
+            });
+        }
+        self.shared.meta.commit_cursor(durable.index, position);
+        Ok(())
     }
 
     /// Checks the CRC32C of every payload before handing it out (off by default: producers
@@ -389,7 +547,7 @@ impl Consumer {
             return Ok(false);
         }
         let mut memory = SegmentWords::new(&self.shared);
-        let unblocked = protocol::unblock(
+        let unblocked = match protocol::unblock(
             self.position,
             self.shared.meta.tail(),
             self.geometry,
@@ -397,7 +555,14 @@ impl Consumer {
             stalled >= self.claim_timeout,
             &mut memory,
             self.shared.meta.wake(),
-        )?;
+        ) {
+            Ok(unblocked) => unblocked,
+            // The claim's segment cannot be made (a full disk): there is nothing to read
+            // past it either, since no producer can write there. Wait on; once space is
+            // freed, its producer or this consumer pads it.
+            Err(Error::NoSpace { .. }) => false,
+            Err(e) => return Err(e),
+        };
         if unblocked {
             self.stall = None;
         }
@@ -624,6 +789,12 @@ impl Consumer {
     #[cold]
     #[inline(never)]
     fn switch_to(&mut self, index: u64) -> Result<bool> {
+        if self.resume_deleted {
+            return Err(Error::PositionDeleted {
+                position: self.position,
+                earliest: self.shared.earliest_position()?,
+            });
+        }
         if self
             .shared
             .meta
@@ -778,11 +949,21 @@ unsafe fn read_header_tail(header: *const u8) -> (u32, u64) {
     }
 }
 
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(durable) = &self.durable {
+            // The entry and its committed position stay: only the hold is let go.
+            self.shared.meta.release_cursor(durable.index);
+        }
+    }
+}
+
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("log", &self.shared.dir)
             .field("position", &self.position())
+            .field("name", &self.name())
             .finish()
     }
 }

@@ -177,6 +177,40 @@ pub enum Error {
         /// Size of the table.
         slots: u32,
     },
+    /// Every entry of the meta file's consumer table holds a durable cursor.
+    #[error("all {slots} entries of this log's consumer table hold durable cursors; remove one with Log::remove_consumer")]
+    NoConsumerSlot {
+        /// Size of the table.
+        slots: u32,
+    },
+    /// A durable cursor's name is empty, too long or has a NUL byte in it.
+    #[error("{name:?} cannot name a durable consumer: {detail} (1 to 32 bytes of UTF-8, no NUL)")]
+    InvalidConsumerName {
+        /// The name asked for.
+        name: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Another live consumer holds the durable cursor of that name.
+    #[error("the durable consumer {name:?} is held by a live consumer in process {pid}; one holder at a time")]
+    ConsumerInUse {
+        /// The cursor's name.
+        name: String,
+        /// The holder's process id.
+        pid: u32,
+    },
+    /// A position was committed through a consumer made without a name.
+    #[error("this consumer has no durable cursor to commit to: make it with Log::consumer_named")]
+    NotDurable,
+    /// Bounded mode: the slowest live durable consumer is too far behind to produce more.
+    /// Nothing was claimed; try again once consumers have committed further.
+    #[error("back-pressure: the slowest live durable consumer is {behind} bytes behind the tail, more than this log's bound of {limit}")]
+    Backpressure {
+        /// How far behind the tail the slowest live durable consumer's committed position is.
+        behind: u64,
+        /// The log's bound ([`crate::LogOptions::bounded`]).
+        limit: u64,
+    },
     /// A payload cannot be viewed as the requested `Pod` type.
     #[error("payload of {len} bytes cannot be read in place as {type_name} (size {size}, alignment {align})")]
     PodMismatch {

@@ -143,7 +143,8 @@ pub struct MetaHeader {
     pub file_mode: u32,
     /// CRC32C of the bytes before this field.
     pub header_checksum: u32,
-    /// Zero.
+    /// The retention and bounded-mode policy, with a checksum of its own (all zero: none);
+    /// laid out in `docs/FORMAT.md` and read by the meta module.
     pub reserved: [u8; 64],
 }
 const _: () = assert!(std::mem::size_of::<MetaHeader>() == 128);

@@ -53,7 +53,7 @@ mod verify;
 pub use consumer::{Consumer, Message, StartAt};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
-pub use log::{Log, LogOptions};
+pub use log::{ConsumerInfo, Log, LogOptions, RetentionReport};
 #[cfg(not(loom))]
 pub use meta::ProducerInfo;
 #[cfg(not(loom))]

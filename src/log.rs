@@ -2,7 +2,7 @@
 
 use crate::consumer::{Consumer, StartAt};
 use crate::format::{log_flags, MetaHeader, FORMAT_VERSION, FRAME_HEADER_LEN, META_MAGIC};
-use crate::meta::{Meta, CONSUMER_SLOTS, PRODUCER_SLOTS};
+use crate::meta::{Meta, Policy, CONSUMER_SLOTS, PRODUCER_SLOTS};
 use crate::preparer::Preparer;
 use crate::producer::Producer;
 use crate::protocol::Geometry;
@@ -33,6 +33,8 @@ pub struct LogOptions {
     checksums: bool,
     timestamps: bool,
     file_mode: u32,
+    /// Retention and bounded mode, as stored in the meta header (0 = no limit / off).
+    policy: Policy,
 }
 
 impl Default for LogOptions {
@@ -42,6 +44,7 @@ impl Default for LogOptions {
             checksums: true,
             timestamps: true,
             file_mode: 0o600,
+            policy: Policy::default(),
         }
     }
 }
@@ -76,6 +79,142 @@ impl LogOptions {
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.file_mode = mode;
         self
+    }
+
+    /// Retention by size: the oldest segments are deleted while the log's segment files
+    /// take more than `bytes` (each file is its capacity plus a 4096-byte header page). Off
+    /// by default. See [`Log::apply_retention`] for when it runs and what it never deletes.
+    ///
+    /// ```
+    /// use logbus::{Log, LogOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let options = LogOptions::new().segment_capacity(1 << 16).retain_bytes(4 << 20);
+    /// let log = Log::create(dir.path(), &options)?;
+    /// assert_eq!(Log::open(dir.path())?.options().get_retain_bytes(), Some(4 << 20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn retain_bytes(mut self, bytes: u64) -> Self {
+        self.policy.retain_bytes = bytes;
+        self
+    }
+
+    /// Retention by count: the oldest segments are deleted while there are more than
+    /// `segments` segment files (the one made ahead of the tail counts). Off by default.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new().retain_segments(8);
+    /// assert_eq!(options.get_retain_segments(), Some(8));
+    /// ```
+    pub fn retain_segments(mut self, segments: u64) -> Self {
+        self.policy.retain_segments = segments;
+        self
+    }
+
+    /// Retention by age: a segment is deleted once its newest message was claimed more than
+    /// `age` ago. Off by default. A segment's newest claim time is taken, conservatively,
+    /// as the creation time of a segment two or more after it (made only once the tail had
+    /// left it); for the segment just before the tail's, which has no such successor, from
+    /// the timestamps of its messages (a log without timestamps keeps it until the tail moves
+    /// on).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = logbus::LogOptions::new().retain_age(Duration::from_secs(3600));
+    /// assert_eq!(options.get_retain_age(), Some(Duration::from_secs(3600)));
+    /// ```
+    pub fn retain_age(mut self, age: std::time::Duration) -> Self {
+        self.policy.retain_age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The hard limit on what durable cursors hold back: retention keeps the segments a
+    /// durable cursor has not committed past only while that cursor is at most `bytes`
+    /// behind the tail; a cursor further behind is passed over, and its holder meets
+    /// [`Error::PositionDeleted`]. No limit by default: durable cursors hold retention back
+    /// for as long as they exist ([`Log::remove_consumer`] removes one).
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new().retain_segments(4).cursor_hold_limit(1 << 30);
+    /// assert_eq!(options.get_cursor_hold_limit(), Some(1 << 30));
+    /// ```
+    pub fn cursor_hold_limit(mut self, bytes: u64) -> Self {
+        self.policy.cursor_hold_bytes = bytes;
+        self
+    }
+
+    /// Bounded mode: `offer`, `claim` and `batch` fail with [`Error::Backpressure`] instead
+    /// of growing the log while the slowest *live* durable consumer (one a running process
+    /// holds) has committed a position more than `max_lag` bytes behind the tail. Durable
+    /// consumers nobody holds, and unnamed consumers, hold nobody back. Off by default.
+    ///
+    /// Each producer checks against a bound it computed the last time it looked at the
+    /// consumer table, and looks again only when its claims pass that bound (or have gone
+    /// an eighth of `max_lag` since): a claim costs nothing more when the consumers keep up.
+    /// Because the producers' looks race, the tail may pass the bound by up to one message
+    /// per producer.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new().bounded(64 << 20);
+    /// assert_eq!(options.get_bounded(), Some(64 << 20));
+    /// ```
+    pub fn bounded(mut self, max_lag: u64) -> Self {
+        self.policy.bounded_lag = max_lag;
+        self
+    }
+
+    /// The size limit of retention, if any.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new();
+    /// assert_eq!(options.get_retain_bytes(), None);
+    /// assert_eq!(options.retain_bytes(1 << 30).get_retain_bytes(), Some(1 << 30));
+    /// ```
+    pub fn get_retain_bytes(&self) -> Option<u64> {
+        non_zero(self.policy.retain_bytes)
+    }
+
+    /// The count limit of retention, if any.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new();
+    /// assert_eq!(options.get_retain_segments(), None);
+    /// assert_eq!(options.retain_segments(3).get_retain_segments(), Some(3));
+    /// ```
+    pub fn get_retain_segments(&self) -> Option<u64> {
+        non_zero(self.policy.retain_segments)
+    }
+
+    /// The age limit of retention, if any.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new();
+    /// assert_eq!(options.get_retain_age(), None);
+    /// assert_eq!(options.retain_age(std::time::Duration::from_secs(60)).get_retain_age(), Some(std::time::Duration::from_secs(60)));
+    /// ```
+    pub fn get_retain_age(&self) -> Option<std::time::Duration> {
+        non_zero(self.policy.retain_age_ns).map(std::time::Duration::from_nanos)
+    }
+
+    /// The hard limit on what durable cursors hold back, if any.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new();
+    /// assert_eq!(options.get_cursor_hold_limit(), None);
+    /// assert_eq!(options.retain_segments(3).cursor_hold_limit(1 << 30).get_cursor_hold_limit(), Some(1 << 30));
+    /// ```
+    pub fn get_cursor_hold_limit(&self) -> Option<u64> {
+        non_zero(self.policy.cursor_hold_bytes)
+    }
+
+    /// The bound of bounded mode, if it is on.
+    ///
+    /// ```
+    /// let options = logbus::LogOptions::new();
+    /// assert_eq!(options.get_bounded(), None);
+    /// assert_eq!(options.bounded(1 << 20).get_bounded(), Some(1 << 20));
+    /// ```
+    pub fn get_bounded(&self) -> Option<u64> {
+        non_zero(self.policy.bounded_lag)
     }
 
     /// The segment capacity these options ask for.
@@ -115,6 +254,16 @@ impl LogOptions {
                 self.file_mode
             )));
         }
+        if self.policy.retain_age_ns == 0
+            && self.policy.retain_bytes == 0
+            && self.policy.retain_segments == 0
+            && self.policy.cursor_hold_bytes != 0
+        {
+            return Err(Error::InvalidOption(
+                "a cursor hold limit needs a retention limit (size, count or age) to hold back"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -129,6 +278,10 @@ impl LogOptions {
             0
         })
     }
+}
+
+fn non_zero(value: u64) -> Option<u64> {
+    (value != 0).then_some(value)
 }
 
 /// A handle on an open log. Cheap to clone; every clone shares one mapping of the meta
@@ -188,7 +341,7 @@ impl Log {
             consumer_slots: CONSUMER_SLOTS as u32,
             file_mode: options.file_mode,
             header_checksum: 0,
-            reserved: [0; 64],
+            reserved: options.policy.to_header_bytes(),
         };
         header.header_checksum = header.compute_checksum();
         // Once the meta file is published the log exists; check first that no other log's
@@ -324,6 +477,146 @@ impl Log {
         self.shared.meta.producers_in_use()
     }
 
+    /// A consumer with a durable cursor named `name`: it resumes where the last holder of
+    /// that name committed its position, across restarts of any process, and a new name
+    /// starts at the earliest message. One consumer holds a name at a time (a second one
+    /// gets [`Error::ConsumerInUse`] while the first lives); a holder that dies without
+    /// dropping it is taken over. Delivery is at-least-once: commit with
+    /// [`Consumer::commit_position`] after processing, and what came after the last commit
+    /// is read again by the next holder.
+    ///
+    /// If retention has deleted the committed position meanwhile (past the
+    /// [`LogOptions::cursor_hold_limit`]), the consumer is made there, and its first read
+    /// fails with [`Error::PositionDeleted`] naming the earliest position, to
+    /// [`Consumer::seek`] to.
+    ///
+    /// ```
+    /// use logbus::{Log, LogOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut producer = log.producer()?;
+    /// for m in [&b"one"[..], b"two", b"three"] {
+    ///     producer.offer(m)?;
+    /// }
+    ///
+    /// let mut billing = log.consumer_named("billing")?;
+    /// assert_eq!(billing.poll()?.unwrap().payload(), b"one");
+    /// billing.commit_position()?;              // "one" is done
+    /// assert_eq!(billing.poll()?.unwrap().payload(), b"two");
+    /// drop(billing);                           // crashed before committing "two"
+    ///
+    /// let mut billing = Log::open(dir.path())?.consumer_named("billing")?;
+    /// assert_eq!(billing.poll()?.unwrap().payload(), b"two"); // at-least-once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn consumer_named(&self, name: &str) -> Result<Consumer> {
+        Consumer::named(self.shared.clone(), name, StartAt::Earliest)
+    }
+
+    /// Like [`Log::consumer_named`], but a name not seen before starts at `start` instead
+    /// of the earliest message. For a name that exists, `start` is ignored.
+    ///
+    /// ```
+    /// use logbus::{Log, LogOptions, StartAt};
+    /// let dir = tempfile::tempdir()?;
+    /// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+    /// log.producer()?.offer(b"before")?;
+    /// let mut audit = log.consumer_named_from("audit", StartAt::Latest)?;
+    /// assert!(audit.poll()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn consumer_named_from(&self, name: &str, start: StartAt) -> Result<Consumer> {
+        Consumer::named(self.shared.clone(), name, start)
+    }
+
+    /// The durable cursors of the log, with their committed position, lag and holder.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut billing = log.consumer_named("billing")?;
+    /// log.producer()?.offer(b"an invoice")?;
+    /// let cursors = log.consumers();
+    /// assert_eq!(cursors.len(), 1);
+    /// assert_eq!(cursors[0].name, "billing");
+    /// assert_eq!(cursors[0].lag, log.tail() - cursors[0].position);
+    /// assert!(cursors[0].alive);
+    /// billing.poll()?;
+    /// billing.commit_position()?;
+    /// assert_eq!(log.consumers()[0].lag, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn consumers(&self) -> Vec<ConsumerInfo> {
+        let tail = self.tail();
+        self.shared
+            .meta
+            .cursors()
+            .into_iter()
+            .map(|cursor| ConsumerInfo {
+                name: cursor.name,
+                position: cursor.position,
+                lag: tail.saturating_sub(cursor.position),
+                holder: cursor.holder,
+                alive: cursor.alive,
+                committed_ns: cursor.updated_ns,
+            })
+            .collect()
+    }
+
+    /// Deletes the durable cursor `name`, so that it no longer holds retention or producers
+    /// back; false if there was none. Fails with [`Error::ConsumerInUse`] while a live
+    /// consumer holds it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let billing = log.consumer_named("billing")?;
+    /// assert!(log.remove_consumer("billing").is_err()); // held
+    /// drop(billing);
+    /// assert!(log.remove_consumer("billing")?);
+    /// assert!(log.consumers().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove_consumer(&self, name: &str) -> Result<bool> {
+        self.shared.meta.remove_cursor(name)
+    }
+
+    /// Applies the log's retention policy now, and reports what it deleted. It also runs by
+    /// itself whenever a producer's process makes a new segment, and when a segment cannot
+    /// be made for lack of space.
+    ///
+    /// Whole segments are deleted, oldest first, while the policy's size, count or age limit
+    /// says so, except: the segment holding the tail and everything after it; a segment in
+    /// which a live producer's claim is still in flight; and a segment a durable cursor has
+    /// not committed past (unless that cursor is more than the
+    /// [`LogOptions::cursor_hold_limit`] behind the tail). A process that has a deleted
+    /// segment mapped goes on reading it; its space is released when the last mapping goes.
+    /// A consumer asking for a deleted position gets [`Error::PositionDeleted`], which names
+    /// the earliest position still there.
+    ///
+    /// ```
+    /// use logbus::{Error, Log, LogOptions, StartAt};
+    /// let dir = tempfile::tempdir()?;
+    /// let options = LogOptions::new().segment_capacity(1 << 16).retain_segments(2);
+    /// let log = Log::create(dir.path(), &options)?;
+    /// let mut producer = log.producer()?;
+    /// let first = producer.offer(b"old")?;
+    /// while log.tail() < 4 << 16 {
+    ///     producer.offer(&[7; 4000])?;
+    /// }
+    /// log.apply_retention()?;
+    /// let earliest = log.earliest_position()?;
+    /// assert!(earliest > first);
+    /// match log.consumer(StartAt::Position(first)) {
+    ///     Err(Error::PositionDeleted { earliest: e, .. }) => assert_eq!(e, earliest),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_retention(&self) -> Result<RetentionReport> {
+        self.shared.apply_retention()
+    }
+
     /// The options the log was created with.
     pub fn options(&self) -> LogOptions {
         let spec = &self.shared.spec;
@@ -332,6 +625,10 @@ impl Log {
             checksums: spec.log_flags & log_flags::CHECKSUMS != 0,
             timestamps: spec.log_flags & log_flags::TIMESTAMPS != 0,
             file_mode: spec.file_mode,
+            policy: Policy {
+                checksum: 0,
+                ..*self.shared.meta.policy()
+            },
         }
     }
 
@@ -354,13 +651,62 @@ impl Shared {
     /// The mapped segment with this index, shared by every handle of this process. With
     /// `create`, a missing segment is created; without, a missing one is `None`.
     pub fn segment(&self, index: u64, create: bool) -> Result<Option<Arc<Segment>>> {
+        let base = index << self.geometry.capacity().trailing_zeros();
         let mut cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(segment) = cache.get(&index).and_then(Weak::upgrade) {
+            // Mapped in this process: readable, even if retention has deleted the file.
             return Ok(Some(segment));
         }
-        let base = index << self.geometry.capacity().trailing_zeros();
+        // Below the floor, retention deleted it: it is not opened again (a file left by a
+        // pass that stopped half-way included), and never made again.
+        let retained_from = self.meta.retained_from().load(Ordering::Acquire);
+        if base < retained_from {
+            return if create {
+                Err(Error::PositionDeleted {
+                    position: base,
+                    earliest: retained_from,
+                })
+            } else {
+                Ok(None)
+            };
+        }
         let segment = if create {
-            let (segment, _created) = segment::open_or_create(&self.dir, &self.spec, base)?;
+            let made = match segment::open_or_create(&self.dir, &self.spec, base) {
+                // A full file system: if retention may free some, let it, and try once more.
+                Err(full @ Error::NoSpace { .. }) if self.meta.policy().retains() => {
+                    let freed = self
+                        .apply_retention()
+                        .is_ok_and(|report| !report.deleted.is_empty());
+                    if freed {
+                        // A deleted file's space comes back when its last mapping goes, and
+                        // another process may be a moment from letting go of one.
+                        let mut made = segment::open_or_create(&self.dir, &self.spec, base);
+                        for _ in 0..10 {
+                            if !matches!(made, Err(Error::NoSpace { .. })) {
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            made = segment::open_or_create(&self.dir, &self.spec, base);
+                        }
+                        made
+                    } else {
+                        Err(full)
+                    }
+                }
+                other => other,
+            };
+            let (segment, created) = made?;
+            // A retention pass that moved the floor past this segment while it was being
+            // made deletes it after publishing the floor; this check after publishing the
+            // file catches the other order (both are SeqCst).
+            let retained_from = self.meta.retained_from().load(Ordering::SeqCst);
+            if created && base < retained_from {
+                let _ = std::fs::remove_file(self.dir.join(format::segment_file_name(base)));
+                return Err(Error::PositionDeleted {
+                    position: base,
+                    earliest: retained_from,
+                });
+            }
             segment
         } else {
             match segment::open(&self.dir, &self.spec, base) {
@@ -391,9 +737,196 @@ impl Shared {
         self.preparer.retire(segment);
     }
 
+    /// The earliest position still in the log: the oldest segment file's base, or where
+    /// retention has deleted up to, whichever is later (a pass that stopped half-way may
+    /// leave files below that).
     pub fn earliest_position(&self) -> Result<u64> {
-        Ok(list_segments(&self.dir)?.first().copied().unwrap_or(0))
+        let retained_from = self.meta.retained_from().load(Ordering::Acquire);
+        let first = list_segments(&self.dir)?.first().copied().unwrap_or(0);
+        Ok(first.max(retained_from))
     }
+
+    /// One retention pass: see [`Log::apply_retention`].
+    pub fn apply_retention(&self) -> Result<RetentionReport> {
+        let policy = *self.meta.policy();
+        let capacity = self.geometry.capacity();
+        let file_len = self.spec.file_len();
+        let floor = self.meta.retained_from().load(Ordering::Acquire);
+        // The tail before the records: every claim below it was announced in a record
+        // before it was made (see `protocol::unblock`), so the scan below sees it.
+        let tail = self.meta.tail().load(Ordering::Acquire);
+        let bases = list_segments(&self.dir)?;
+        let mut report = RetentionReport::default();
+        // Never the tail's segment or a later one, nor one holding a live claim in flight.
+        let mut limit = self.geometry.segment_index(tail) * capacity;
+        match self.meta.lowest_live_claim() {
+            Ok(Some(claim)) => limit = limit.min(claim),
+            Ok(None) => {}
+            Err(()) => {
+                report.deferred = true;
+                limit = floor;
+            }
+        }
+        let hold = policy.cursor_hold_bytes;
+        let cursor_bound = self
+            .meta
+            .cursor_positions()
+            .map(|position| match hold {
+                0 => position,
+                hold => position.max(tail.saturating_sub(hold)),
+            })
+            .min()
+            .unwrap_or(u64::MAX);
+        let now = clock::now_ns();
+        let mut count = bases.iter().filter(|&&base| base >= floor).count() as u64;
+        let mut bytes = count * file_len;
+        let mut new_floor = floor;
+        let mut doomed = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let end = base + capacity;
+            if end <= floor {
+                doomed.push(base); // left by a pass that stopped before deleting it
+                continue;
+            }
+            let wanted = policy.retains()
+                && ((policy.retain_segments != 0 && count > policy.retain_segments)
+                    || (policy.retain_bytes != 0 && bytes > policy.retain_bytes)
+                    || (policy.retain_age_ns != 0
+                        && self.newest_claim_ns(&bases, i).is_some_and(|newest| {
+                            newest.saturating_add(policy.retain_age_ns) <= now
+                        })));
+            if !wanted || end > limit {
+                break;
+            }
+            if end > cursor_bound {
+                report.held_by_cursors += 1;
+                count -= 1;
+                bytes -= file_len;
+                continue;
+            }
+            if report.held_by_cursors > 0 {
+                break; // only a prefix of the log is ever deleted
+            }
+            doomed.push(base);
+            new_floor = end;
+            count -= 1;
+            bytes -= file_len;
+        }
+        if doomed.is_empty() {
+            report.earliest = self.earliest_position()?;
+            return Ok(report);
+        }
+        // First the floor, then the files: a process that makes a segment checks the floor
+        // after publishing it (see `segment`), so no deleted segment comes back.
+        self.meta
+            .retained_from()
+            .fetch_max(new_floor, Ordering::SeqCst);
+        for &base in &doomed {
+            let path = self.dir.join(format::segment_file_name(base));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.deleted.push(base);
+                    report.bytes_freed += file_len;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        segment::sync_dir(&self.dir);
+        let retained_from = self.meta.retained_from().load(Ordering::Acquire);
+        self.meta.forget_dead_claims_below(retained_from);
+        self.preparer.forget_below(retained_from);
+        report.earliest = self.earliest_position()?;
+        Ok(report)
+    }
+
+    /// An upper bound of the claim times of the messages in segment `bases[i]`, or `None`
+    /// if it cannot be known yet. A segment two or more after it was made only once the tail
+    /// had passed the middle of the one before, so after every claim in this one; without
+    /// such a segment, the newest timestamp of its messages (all of them committed or
+    /// padded, else unknown).
+    fn newest_claim_ns(&self, bases: &[u64], i: usize) -> Option<u64> {
+        let capacity = self.geometry.capacity();
+        let base = bases[i];
+        if let Some(&later) = bases[i + 1..].iter().find(|&&b| b >= base + 2 * capacity) {
+            let path = self.dir.join(format::segment_file_name(later));
+            let file = std::fs::File::open(&path).ok()?;
+            return segment::read_header(&file, &path)
+                .ok()
+                .map(|header| header.created_ns);
+        }
+        if self.spec.log_flags & log_flags::TIMESTAMPS == 0 {
+            return None;
+        }
+        let path = self.dir.join(format::segment_file_name(base));
+        let file = crate::inspect::SegmentFile::open(&path).ok()?;
+        let mut newest = file.header().created_ns;
+        let mut frames = file.frames();
+        for frame in frames.by_ref() {
+            if let Some(ns) = frame.ok()?.timestamp_ns() {
+                newest = newest.max(ns);
+            }
+        }
+        (frames.next_position() == base + capacity).then_some(newest)
+    }
+}
+
+/// A durable cursor, as [`Log::consumers`] lists it.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+/// drop(log.consumer_named("billing")?);
+/// log.producer()?.offer(b"unread")?;
+/// let info = &log.consumers()[0];
+/// assert_eq!((info.name.as_str(), info.position, info.lag), ("billing", 0, log.tail()));
+/// assert_eq!((info.holder, info.alive), (None, false));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// Its name.
+    pub name: String,
+    /// The committed position: where the next holder resumes.
+    pub position: u64,
+    /// How far behind the tail the committed position is, in bytes.
+    pub lag: u64,
+    /// The process id of the consumer holding it, if one does (perhaps a dead one that has
+    /// not been taken over yet: see `alive`).
+    pub holder: Option<u32>,
+    /// Whether a running process holds it.
+    pub alive: bool,
+    /// When the position was last committed, nanoseconds since the Unix epoch.
+    pub committed_ns: u64,
+}
+
+/// What a retention pass did: see [`Log::apply_retention`].
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// let options = logbus::LogOptions::new().segment_capacity(1 << 16).retain_segments(1);
+/// let log = logbus::Log::create(dir.path(), &options)?;
+/// let report = log.apply_retention()?;
+/// assert!(report.deleted.is_empty()); // never the segment of the tail
+/// assert_eq!((report.earliest, report.bytes_freed), (0, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetentionReport {
+    /// Base positions of the segment files deleted, oldest first.
+    pub deleted: Vec<u64>,
+    /// Bytes of segment files deleted.
+    pub bytes_freed: u64,
+    /// The earliest position still in the log afterwards.
+    pub earliest: u64,
+    /// Segments the policy would have deleted but kept because a durable cursor still
+    /// needs them.
+    pub held_by_cursors: u64,
+    /// True if a live producer was caught between claiming and recording where, so that
+    /// nothing was deleted this time (it is two instructions away; the next pass goes on).
+    pub deferred: bool,
 }
 
 /// The base positions of the segment files in `dir`, in log order.

@@ -7,11 +7,13 @@ use crate::protocol::{ClaimRecord, Claimed, ProducerView, WakeWord};
 use crate::segment::{create_sized, publish, sync_dir, temporary_path};
 use crate::{format, Error, Result};
 use memmap2::{MmapOptions, MmapRaw};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Entries in the producer table; a producer's slot number is written in its frames.
 pub const PRODUCER_SLOTS: usize = 1024;
@@ -43,6 +45,8 @@ struct WakeLine {
     wake: WakeWord,
     /// Count of segments ever published: consumers look here before trying to open one.
     segments_published: AtomicU64,
+    /// Positions below this were deleted by retention; no segment below it is made again.
+    retained_from: AtomicU64,
 }
 
 /// The whole meta file, as mapped.
@@ -54,8 +58,8 @@ struct MetaLayout {
     /// Position up to which a recovery found every frame whole (see `verify.rs`).
     recovered_to: Line<AtomicU64>,
     producers: [ProducerSlot; PRODUCER_SLOTS],
-    /// Reserved for the table of named durable cursors, 64 bytes an entry; zero.
-    _consumers: [[u8; 64]; CONSUMER_SLOTS],
+    /// The table of named durable cursors.
+    cursors: [CursorEntry; CONSUMER_SLOTS],
 }
 
 /// Size of the meta file in bytes.
@@ -66,11 +70,21 @@ const _: () = assert!(std::mem::offset_of!(MetaLayout, producers) == 512);
 const _: () = assert!(std::mem::size_of::<ProducerSlot>() == 128);
 const _: () = assert!(std::mem::offset_of!(ProducerSlot, claim) == 32);
 const _: () = assert!(META_FILE_LEN == 512 + 128 * 1024 + 64 * 256);
+const _: () = assert!(std::mem::offset_of!(MetaLayout, cursors) == 512 + 128 * 1024);
+const _: () = assert!(std::mem::size_of::<CursorEntry>() == 64);
+const _: () = assert!(std::mem::offset_of!(WakeLine, retained_from) == 16);
 
 /// The mapped meta file of one log.
 pub(crate) struct Meta {
     map: MmapRaw,
     header: MetaHeader,
+    path: std::path::PathBuf,
+    policy: Policy,
+    /// The open meta file: `flock` on it serialises changes to the consumer table between
+    /// processes (the kernel drops the lock of a process that dies).
+    file: File,
+    /// Serialises them between the threads of this process, which share `file`'s lock.
+    table_lock: Mutex<()>,
 }
 
 // SAFETY: all shared state behind the mapping is atomics; the header copy is plain data.
@@ -127,12 +141,33 @@ impl Meta {
         file.read_exact_at(bytemuck::bytes_of_mut(&mut header), 0)
             .map_err(|e| Error::io(&path, e))?;
         validate_header(&header, &path, len)?;
+        let policy = Policy::from_header(&header).map_err(|detail| Error::CorruptHeader {
+            path: path.clone(),
+            detail,
+        })?;
         let map = MmapOptions::new()
             .len(META_FILE_LEN as usize)
             .populate()
             .map_raw(&file)
             .map_err(|e| Error::io(&path, e))?;
-        Ok(Meta { map, header })
+        Ok(Meta {
+            map,
+            header,
+            path: path.clone(),
+            policy,
+            file,
+            table_lock: Mutex::new(()),
+        })
+    }
+
+    /// The retention and back-pressure policy the log was created with.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Positions below this were deleted by retention.
+    pub fn retained_from(&self) -> &AtomicU64 {
+        &self.layout().wake.0.retained_from
     }
 
     fn layout(&self) -> &MetaLayout {
@@ -253,6 +288,481 @@ impl Meta {
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
+    }
+
+    /// Gives up a slot whose claim could not be settled (its segment cannot be made: a full
+    /// disk) by handing it to the readers as a dead producer's: the owner becomes
+    /// [`ABANDONED`], a process that never runs, so a reader pads the claim as soon as it
+    /// can map the claim's segment, without waiting for the claim timeout, marks the record
+    /// idle, and the slot can be taken again. Only for a producer that will never write again.
+    pub fn abandon_producer_slot(&self, index: u16) {
+        let (pid, start_time) = clock::this_process();
+        let slot = &self.producers()[index as usize];
+        let _ = slot.owner.compare_exchange(
+            owner_word(pid, start_time),
+            ABANDONED,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Marks idle the claim records of dead producers whose claims lie wholly below
+    /// `retained_from`: retention deleted their segments, so no reader will ever pad them,
+    /// and an idle record is what lets the slot be taken again.
+    pub fn forget_dead_claims_below(&self, retained_from: u64) {
+        for slot in self.producers() {
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner == 0 {
+                continue;
+            }
+            if let Claimed::At { position, len } = slot.claim.read() {
+                if position + len <= retained_from && !owner_alive(owner) {
+                    let _ = slot.claim.state.compare_exchange(
+                        position | 1,
+                        ClaimRecord::IDLE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+        }
+    }
+
+    /// What retention must not delete for the producers' sake: the lowest position of a
+    /// claim in flight of a live producer, `Ok(None)` if there is none, and `Err(())` if a
+    /// live producer has claimed but not yet recorded where (its claim could lie anywhere
+    /// below the tail: retention waits for the next pass). Dead producers hold nothing back:
+    /// what they left is padding-to-be, which nobody needs once deleted.
+    pub fn lowest_live_claim(&self) -> std::result::Result<Option<u64>, ()> {
+        let mut lowest = None;
+        for slot in self.producers() {
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner == 0 {
+                continue;
+            }
+            let mut claimed = slot.claim.read();
+            // Unresolved lasts two instructions in a running producer: look again briefly.
+            for _ in 0..100 {
+                if claimed != Claimed::Unresolved {
+                    break;
+                }
+                std::thread::yield_now();
+                claimed = slot.claim.read();
+            }
+            match claimed {
+                Claimed::Idle => {}
+                Claimed::Unresolved => {
+                    if self.is_me_or_alive(owner) {
+                        return Err(());
+                    }
+                }
+                Claimed::At { position, .. } => {
+                    if self.is_me_or_alive(owner) {
+                        lowest = Some(lowest.map_or(position, |l: u64| l.min(position)));
+                    }
+                }
+            }
+        }
+        Ok(lowest)
+    }
+
+    fn is_me_or_alive(&self, owner: u64) -> bool {
+        let (pid, start_time) = clock::this_process();
+        owner == owner_word(pid, start_time) || owner_alive(owner)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The consumer table: named durable cursors.
+
+    fn cursor_entries(&self) -> &[CursorEntry; CONSUMER_SLOTS] {
+        &self.layout().cursors
+    }
+
+    /// Takes the table lock: this process's mutex, then an exclusive `flock` on the meta
+    /// file, which the kernel releases if the process dies holding it.
+    fn lock_table(&self) -> Result<TableLock<'_>> {
+        let guard = self.table_lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            // SAFETY: flock takes an open descriptor (owned by `self.file`) and a flag.
+            let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(TableLock {
+                    file: &self.file,
+                    _guard: guard,
+                });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::io(&self.path, e));
+            }
+        }
+    }
+
+    /// Takes the durable cursor `name` for this process: the existing entry of that name,
+    /// or a new one starting at `start()`. Fails if a live process holds it already.
+    pub fn take_cursor(
+        &self,
+        name: &str,
+        start: impl FnOnce() -> Result<u64>,
+    ) -> Result<TakenCursor> {
+        check_cursor_name(name)?;
+        let wanted = name_words(name);
+        let _lock = self.lock_table()?;
+        let me = {
+            let (pid, start_time) = clock::this_process();
+            owner_word(pid, start_time)
+        };
+        let entries = self.cursor_entries();
+        // Under the lock no entry's name or state changes: plain reads are consistent.
+        let found = entries.iter().position(|entry| {
+            entry.state.load(Ordering::Acquire) & 1 == 1 && entry.name_words() == wanted
+        });
+        if let Some(index) = found {
+            let entry = &entries[index];
+            let holder = entry.holder.load(Ordering::Acquire);
+            if holder != 0 && (holder == me || owner_alive(holder)) {
+                return Err(Error::ConsumerInUse {
+                    name: name.to_string(),
+                    pid: split_owner(holder).0,
+                });
+            }
+            // Taking over from nobody, or from a dead holder; releases race only from `me`.
+            if entry
+                .holder
+                .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return Err(Error::ConsumerInUse {
+                    name: name.to_string(),
+                    pid: split_owner(entry.holder.load(Ordering::Acquire)).0,
+                });
+            }
+            return Ok(TakenCursor {
+                index,
+                position: entry.position.load(Ordering::Acquire),
+                created: false,
+            });
+        }
+        let Some(index) = entries
+            .iter()
+            .position(|entry| entry.state.load(Ordering::Acquire) & 1 == 0)
+        else {
+            return Err(Error::NoConsumerSlot {
+                slots: CONSUMER_SLOTS as u32,
+            });
+        };
+        let position = start()?;
+        let entry = &entries[index];
+        for (word, value) in entry.name.iter().zip(wanted) {
+            word.store(value, Ordering::Relaxed);
+        }
+        entry.position.store(position, Ordering::Relaxed);
+        entry.holder.store(me, Ordering::Relaxed);
+        entry.updated_ns.store(clock::now_ns(), Ordering::Relaxed);
+        let state = entry.state.load(Ordering::Relaxed);
+        entry
+            .state
+            .store(((state >> 1) + 1) << 1 | 1, Ordering::Release);
+        Ok(TakenCursor {
+            index,
+            position,
+            created: true,
+        })
+    }
+
+    /// Records `position` as where the cursor at `index` resumes: two plain stores, no
+    /// lock and no system call.
+    #[inline]
+    pub fn commit_cursor(&self, index: usize, position: u64) {
+        let entry = &self.cursor_entries()[index];
+        entry.position.store(position, Ordering::Release);
+        entry.updated_ns.store(clock::now_ns(), Ordering::Relaxed);
+    }
+
+    /// Lets go of a cursor this process holds; its entry and position stay.
+    pub fn release_cursor(&self, index: usize) {
+        let (pid, start_time) = clock::this_process();
+        let _ = self.cursor_entries()[index].holder.compare_exchange(
+            owner_word(pid, start_time),
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Deletes the entry at `index`, which this process holds (a cursor made a moment ago
+    /// whose start turned out invalid).
+    pub fn drop_new_cursor(&self, index: usize) {
+        if let Ok(_lock) = self.lock_table() {
+            let entry = &self.cursor_entries()[index];
+            let state = entry.state.load(Ordering::Relaxed);
+            entry
+                .state
+                .store(((state >> 1) + 1) << 1, Ordering::Release);
+            entry.holder.store(0, Ordering::Release);
+        }
+    }
+
+    /// Deletes the durable cursor `name`; false if there is none. Fails if a live process
+    /// holds it.
+    pub fn remove_cursor(&self, name: &str) -> Result<bool> {
+        check_cursor_name(name)?;
+        let wanted = name_words(name);
+        let _lock = self.lock_table()?;
+        let Some(entry) = self.cursor_entries().iter().find(|entry| {
+            entry.state.load(Ordering::Acquire) & 1 == 1 && entry.name_words() == wanted
+        }) else {
+            return Ok(false);
+        };
+        let holder = entry.holder.load(Ordering::Acquire);
+        if holder != 0 && self.is_me_or_alive(holder) {
+            return Err(Error::ConsumerInUse {
+                name: name.to_string(),
+                pid: split_owner(holder).0,
+            });
+        }
+        let state = entry.state.load(Ordering::Relaxed);
+        entry
+            .state
+            .store(((state >> 1) + 1) << 1, Ordering::Release);
+        entry.holder.store(0, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Every durable cursor, as the table shows it now.
+    pub fn cursors(&self) -> Vec<CursorView> {
+        let mut views = Vec::new();
+        for (index, entry) in self.cursor_entries().iter().enumerate() {
+            // A seqlock read: the name is valid if the state did not change around it.
+            for _ in 0..16 {
+                let before = entry.state.load(Ordering::Acquire);
+                if before & 1 == 0 {
+                    break;
+                }
+                let words = entry.name_words();
+                let position = entry.position.load(Ordering::Acquire);
+                let holder = entry.holder.load(Ordering::Acquire);
+                let updated_ns = entry.updated_ns.load(Ordering::Acquire);
+                fence(Ordering::Acquire);
+                if entry.state.load(Ordering::Relaxed) != before {
+                    continue;
+                }
+                let bytes: [u8; MAX_CONSUMER_NAME_LEN] = bytemuck::cast(words);
+                let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                views.push(CursorView {
+                    index,
+                    name: String::from_utf8_lossy(&bytes[..len]).into_owned(),
+                    position,
+                    holder: (holder != 0).then(|| split_owner(holder).0),
+                    alive: holder != 0 && self.is_me_or_alive(holder),
+                    updated_ns,
+                });
+                break;
+            }
+        }
+        views
+    }
+
+    /// The committed positions of every durable cursor, for retention: no allocation, no
+    /// system call.
+    pub fn cursor_positions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cursor_entries()
+            .iter()
+            .filter(|entry| entry.state.load(Ordering::Acquire) & 1 == 1)
+            .map(|entry| entry.position.load(Ordering::Acquire))
+    }
+
+    /// The lowest committed position of a durable cursor that a live process holds, for
+    /// bounded mode. Only cursors more than `limit` bytes behind `tail` (the ones that would
+    /// hold producers back) are checked for a live holder, with one read of `/proc` each;
+    /// the others count as they are, which can only make the producer look again sooner.
+    pub fn slowest_live_cursor(&self, tail: u64, limit: u64) -> Option<u64> {
+        let mut slowest: Option<u64> = None;
+        for entry in self.cursor_entries() {
+            if entry.state.load(Ordering::Acquire) & 1 == 0 {
+                continue;
+            }
+            let holder = entry.holder.load(Ordering::Acquire);
+            if holder == 0 {
+                continue;
+            }
+            let position = entry.position.load(Ordering::Acquire);
+            if slowest.is_some_and(|s| s <= position) {
+                continue;
+            }
+            if tail.saturating_sub(position) > limit && !self.is_me_or_alive(holder) {
+                continue;
+            }
+            slowest = Some(position);
+        }
+        slowest
+    }
+}
+
+/// The lock on the consumer table; unlocks on drop.
+struct TableLock<'a> {
+    file: &'a File,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for TableLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `lock_table`.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// The owner word of a slot handed to readers by [`Meta::abandon_producer_slot`]: pid 0,
+/// which no user process has, so it is never alive.
+const ABANDONED: u64 = 1 << 32;
+
+/// Longest name of a durable cursor, in bytes of UTF-8.
+pub const MAX_CONSUMER_NAME_LEN: usize = 32;
+
+/// One entry of the consumer table: a named durable cursor. 64 bytes; see `docs/FORMAT.md`.
+#[repr(C)]
+pub(crate) struct CursorEntry {
+    /// Bit 0: in use (the name is valid). The bits above count the entry's changes, so that a
+    /// reader without the table lock can tell that the name changed while it read it.
+    state: AtomicU64,
+    /// The committed position: where the next holder of the name resumes.
+    position: AtomicU64,
+    /// Owner word (as in a producer slot) of the process whose consumer holds the cursor, or
+    /// 0 if none does.
+    holder: AtomicU64,
+    /// When the position was last committed, nanoseconds since the Unix epoch.
+    updated_ns: AtomicU64,
+    /// The name: UTF-8 bytes, zero-padded to 32.
+    name: [AtomicU64; 4],
+}
+
+impl CursorEntry {
+    fn name_words(&self) -> [u64; 4] {
+        [0, 1, 2, 3].map(|i| self.name[i].load(Ordering::Relaxed))
+    }
+}
+
+/// A durable cursor just taken by [`Meta::take_cursor`].
+pub(crate) struct TakenCursor {
+    pub index: usize,
+    pub position: u64,
+    pub created: bool,
+}
+
+/// A durable cursor as [`Meta::cursors`] read it.
+pub(crate) struct CursorView {
+    #[allow(dead_code)]
+    pub index: usize,
+    pub name: String,
+    pub position: u64,
+    pub holder: Option<u32>,
+    pub alive: bool,
+    pub updated_ns: u64,
+}
+
+fn check_cursor_name(name: &str) -> Result<()> {
+    let invalid = |detail: &str| Error::InvalidConsumerName {
+        name: name.to_string(),
+        detail: detail.to_string(),
+    };
+    if name.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if name.len() > MAX_CONSUMER_NAME_LEN {
+        return Err(invalid("it is longer than 32 bytes"));
+    }
+    if name.bytes().any(|b| b == 0) {
+        return Err(invalid("it contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// A name as the table stores it: zero-padded to 32 bytes, as four words whose bytes in
+/// memory are the name's.
+fn name_words(name: &str) -> [u64; 4] {
+    let mut bytes = [0u8; MAX_CONSUMER_NAME_LEN];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    bytemuck::cast(bytes)
+}
+
+/// The retention and back-pressure policy of a log, kept in the last 64 bytes of the meta
+/// header (its `reserved` field) with a checksum of its own, since the header's checksum
+/// covers bytes 0..60 only. All zero: no policy, which is what logs made before policies
+/// existed hold. A field of zero is "no limit" (or, for `bounded_lag`, "off").
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Policy {
+    /// Delete the oldest segments while the segment files take more bytes than this.
+    pub retain_bytes: u64,
+    /// Delete the oldest segments while there are more segment files than this.
+    pub retain_segments: u64,
+    /// Delete segments whose newest message is older than this, in nanoseconds.
+    pub retain_age_ns: u64,
+    /// Durable cursors hold retention back only while they are at most this many bytes
+    /// behind the tail.
+    pub cursor_hold_bytes: u64,
+    /// Bounded mode: producers are refused while the slowest live durable cursor is more
+    /// than this many bytes behind the tail.
+    pub bounded_lag: u64,
+    /// Zero.
+    pub reserved: [u8; 20],
+    /// CRC32C of the 60 bytes before it; 0 when every other byte is 0.
+    pub checksum: u32,
+}
+const _: () = assert!(std::mem::size_of::<Policy>() == 64);
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limit = |value: u64| (value != 0).then_some(value);
+        f.debug_struct("Policy")
+            .field("retain_bytes", &limit(self.retain_bytes))
+            .field("retain_segments", &limit(self.retain_segments))
+            .field(
+                "retain_age",
+                &limit(self.retain_age_ns).map(std::time::Duration::from_nanos),
+            )
+            .field("cursor_hold_limit", &limit(self.cursor_hold_bytes))
+            .field("bounded", &limit(self.bounded_lag))
+            .finish()
+    }
+}
+
+impl Policy {
+    fn compute_checksum(&self) -> u32 {
+        format::checksum(&bytemuck::bytes_of(self)[..60])
+    }
+
+    /// The policy in a header's reserved bytes, checked.
+    pub fn from_header(header: &MetaHeader) -> std::result::Result<Policy, String> {
+        let policy: Policy = bytemuck::cast(header.reserved);
+        if policy == Policy::default() {
+            return Ok(policy);
+        }
+        if policy.checksum != policy.compute_checksum() {
+            return Err(format!(
+                "policy checksum {:#010x} does not match its contents ({:#010x})",
+                policy.checksum,
+                policy.compute_checksum()
+            ));
+        }
+        if policy.reserved != [0; 20] {
+            return Err("the policy has fields this version does not know".into());
+        }
+        Ok(policy)
+    }
+
+    /// The 64 bytes to store in a header's reserved field, checksum included.
+    pub fn to_header_bytes(mut self) -> [u8; 64] {
+        self.checksum = 0;
+        if self != Policy::default() {
+            self.checksum = self.compute_checksum();
+        }
+        bytemuck::cast(self)
+    }
+
+    /// Whether any retention limit is set.
+    pub fn retains(&self) -> bool {
+        self.retain_bytes != 0 || self.retain_segments != 0 || self.retain_age_ns != 0
     }
 }
 

@@ -1,6 +1,9 @@
 //! The segment preparer: one helper thread per open log in each process that creates and maps
 //! segments before producers and consumers reach them, and unmaps the ones they leave behind.
 //!
+//! It also applies the log's retention policy each time it makes a segment for a producer
+//! (rotation), so that deleting old segments costs producers nothing either.
+//!
 //! Creating a segment (`fallocate` of its whole capacity) and pre-faulting a mapping of it
 //! cost milliseconds for large segments, and unmapping one costs about as much again; done
 //! by the producer or consumer that crosses a segment's middle or end, that is a stall on
@@ -76,6 +79,21 @@ impl Preparer {
         self.inner.work.notify_one();
     }
 
+    /// Lets go, now and on the caller's thread, of the prepared segments below
+    /// `retained_from` (retention deleted them) and of those waiting to be unmapped, so that
+    /// their space is released as soon as no handle has them mapped any more: a producer
+    /// that found the file system full retries right after this.
+    pub fn forget_below(&self, retained_from: u64) {
+        let mut state = self.lock();
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.held)
+            .into_iter()
+            .partition(|segment| segment.base_position() < retained_from);
+        state.held = kept.into();
+        let retired = std::mem::take(&mut state.retired);
+        drop(state);
+        drop((gone, retired));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -128,6 +146,12 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
             // A failure (a full disk, say) is left for the claim that needs the segment to
             // report; this is only the early attempt.
             let prepared = shared.segment(index, create).ok().flatten();
+            if create && shared.meta.policy().retains() {
+                // Rotation: a new segment is made (or was made by another process) as the
+                // tail passes the middle of the one before. Like the creation, a failure is
+                // left for the next pass (or `Log::apply_retention`) to meet again.
+                let _ = shared.apply_retention();
+            }
             drop(shared);
             state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(segment) = prepared {

@@ -48,6 +48,13 @@ pub struct Producer {
     /// When a claim reaches this position, the next segment is mapped (and made if needed):
     /// half-way through the current one, so rotation costs the hot path nothing.
     prepare_next_at: u64,
+    /// Bounded mode, off the hot path: the end of this producer's last claim (the tail as it
+    /// last saw it), and the tail up to which it may claim without looking at the consumer
+    /// table again (`u64::MAX` when the log is not bounded, so the check never fires).
+    known_tail: u64,
+    claim_until: u64,
+    /// The log's bound, 0 if it has none.
+    max_lag: u64,
 }
 
 /// This producer's mapping of the segment it writes in. The next one comes from the log's
@@ -97,12 +104,35 @@ impl Producer {
             frame_flags,
             max_payload: shared.max_payload_len(),
             prepare_next_at: 0,
+            known_tail: tail,
+            // Bounded: look at the consumer table before the first claim.
+            claim_until: if shared.meta.policy().bounded_lag == 0 {
+                u64::MAX
+            } else {
+                0
+            },
+            max_lag: shared.meta.policy().bounded_lag,
             shared,
         };
         // Map the segment the tail is in now, so the first offer does not pay for it.
-        if let Err(e) = producer.memory.data_ptr(tail) {
-            producer.shared.meta.release_producer_slot(slot);
-            return Err(e);
+        let mut tail = tail;
+        loop {
+            match producer.memory.data_ptr(tail) {
+                Ok(_) => break,
+                // Retention deleted that segment since the tail was read: it has moved on.
+                Err(Error::PositionDeleted { .. }) => {
+                    tail = producer
+                        .shared
+                        .meta
+                        .tail()
+                        .load(std::sync::atomic::Ordering::Acquire);
+                    producer.known_tail = tail;
+                }
+                Err(e) => {
+                    producer.shared.meta.release_producer_slot(slot);
+                    return Err(e);
+                }
+            }
         }
         producer.prepare_next_at = geometry.segment_end(tail) - geometry.capacity() / 2;
         Ok(producer)
@@ -119,6 +149,12 @@ impl Producer {
     }
 
     /// Copies `payload` into the log as one message and returns its position.
+    ///
+    /// Besides a message too large, this (like [`Producer::claim`] and [`Producer::batch`])
+    /// fails with [`Error::NoSpace`] when the segment it needs cannot be made for lack of
+    /// space (the next call tries again), and in a bounded log ([`crate::LogOptions::bounded`])
+    /// with [`Error::Backpressure`] while the slowest live durable consumer is too far
+    /// behind; in both cases nothing is published.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -277,7 +313,11 @@ impl Producer {
 
     #[inline(always)]
     fn claim_frame(&mut self, frame_len: u64) -> Result<u64> {
-        protocol::claim(
+        // Bounded mode costs the hot path one compare of two fields of this producer.
+        if self.known_tail > self.claim_until {
+            self.check_backpressure()?;
+        }
+        let position = protocol::claim(
             self.shared.meta.tail(),
             self.shared.geometry,
             frame_len,
@@ -285,7 +325,38 @@ impl Producer {
             &mut self.memory,
             self.shared.meta.wake(),
             self.barrier,
-        )
+        )?;
+        self.known_tail = position + frame_len;
+        Ok(position)
+    }
+
+    /// Bounded mode: reads the tail and the slowest live durable cursor, refuses if that
+    /// cursor is more than the bound behind, and otherwise sets how far this producer may
+    /// claim before it looks again: up to the bound, and at most an eighth of the bound
+    /// further on, so that a durable consumer that appears (or comes back) meanwhile is seen.
+    #[cold]
+    #[inline(never)]
+    fn check_backpressure(&mut self) -> Result<()> {
+        let tail = self
+            .shared
+            .meta
+            .tail()
+            .load(std::sync::atomic::Ordering::Acquire);
+        let limit = self.max_lag;
+        let step = (limit / 8).max(FRAME_ALIGNMENT);
+        let until = match self.shared.meta.slowest_live_cursor(tail, limit) {
+            Some(slowest) if tail.saturating_sub(slowest) > limit => {
+                return Err(Error::Backpressure {
+                    behind: tail - slowest,
+                    limit,
+                })
+            }
+            Some(slowest) => (slowest + limit).min(tail + step),
+            None => tail + step,
+        };
+        self.known_tail = tail;
+        self.claim_until = until;
+        Ok(())
     }
 
     #[inline(always)]
@@ -339,8 +410,9 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         // A claim left unfinished by a failed mapping is still this producer's: pad it. If
-        // that fails too, keep the slot, so that readers find the claim's owner (alive while
-        // this process runs, dead after) and pad it themselves.
+        // that fails too (its segment still cannot be made: a full disk), hand the slot to
+        // the readers as a dead producer's: they pad the claim as soon as they can make the
+        // segment, without waiting for the claim timeout, and free the slot.
         let settled = protocol::settle(
             self.shared.meta.claim_record(self.slot),
             self.shared.geometry,
@@ -350,6 +422,8 @@ impl Drop for Producer {
         );
         if settled.is_ok() {
             self.shared.meta.release_producer_slot(self.slot);
+        } else {
+            self.shared.meta.abandon_producer_slot(self.slot);
         }
     }
 }

@@ -25,7 +25,7 @@ pub(crate) struct SegmentSpec {
 }
 
 impl SegmentSpec {
-    fn file_len(&self) -> u64 {
+    pub(crate) fn file_len(&self) -> u64 {
         SEGMENT_HEADER_LEN + self.capacity
     }
 }
@@ -42,6 +42,14 @@ impl Segment {
     #[allow(dead_code)]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Log position of the first data byte, from the header (checked when it was opened).
+    pub fn base_position(&self) -> u64 {
+        // SAFETY: the mapping starts with the 64-byte header, page-aligned, and lives as
+        // long as `self`; nobody writes a published segment's header.
+        let header = unsafe { &*(self.map.as_ptr() as *const SegmentHeader) };
+        header.base_position
     }
 
     /// Start of the data area. Valid for `capacity` bytes while `self` lives; 4096-aligned.
