@@ -306,6 +306,31 @@ impl Meta {
         );
     }
 
+    /// Frees the slots of dead producers, whatever their claim records say; returns how many.
+    /// Only for recovery, once it has walked every frame up to the tail with no producer
+    /// alive: every claim below the tail is then committed or padded, so no record of a dead
+    /// producer names anything a reader still needs — including the unresolved records of
+    /// producers killed between their `fetch_add` and storing its position, which nothing
+    /// else can ever clear.
+    pub fn free_dead_producer_slots(&self) -> usize {
+        let mut freed = 0;
+        for slot in self.producers() {
+            let owner = slot.owner.load(Ordering::Acquire);
+            if owner == 0 || owner_alive(owner) {
+                continue;
+            }
+            slot.claim.state.store(ClaimRecord::IDLE, Ordering::Release);
+            if slot
+                .owner
+                .compare_exchange(owner, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                freed += 1;
+            }
+        }
+        freed
+    }
+
     /// Marks idle the claim records of dead producers whose claims lie wholly below
     /// `retained_from`: retention deleted their segments, so no reader will ever pad them,
     /// and an idle record is what lets the slot be taken again.

@@ -75,6 +75,9 @@ pub struct RecoveryReport {
     pub halted: Option<Problem>,
     /// The tail after recovery (past the cut, if any).
     pub tail: u64,
+    /// Producer slots of dead processes given back once every claim below the tail was
+    /// settled (including those of producers killed between claiming and recording where).
+    pub dead_slots_freed: usize,
 }
 
 pub(crate) fn verify(shared: &Shared) -> Result<VerifyReport> {
@@ -270,6 +273,9 @@ pub(crate) fn recover(shared: &Arc<Shared>) -> Result<Option<RecoveryReport>> {
         report.tail = cut_off(shared, &mut memory, position)?;
         report.cut = Some(Problem { position, detail });
         position = report.tail;
+    }
+    if report.halted.is_none() && position >= shared.meta.tail().load(Ordering::Acquire) {
+        report.dead_slots_freed = shared.meta.free_dead_producer_slots();
     }
     shared
         .meta

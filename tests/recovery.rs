@@ -164,6 +164,8 @@ fn a_dead_producers_claim_is_padded_on_open_and_the_messages_after_it_kept() {
     let recovery = log.recovery().unwrap();
     assert_eq!(recovery.dead_claims_padded, 1, "{recovery:?}");
     assert_eq!(recovery.cut, None, "{recovery:?}");
+    assert!(recovery.dead_slots_freed >= 1, "{recovery:?}");
+    assert!(log.producers().is_empty(), "{:?}", log.producers());
     let read: Vec<Vec<u8>> = read_all(&log).into_iter().map(|(_, p)| p).collect();
     assert_eq!(read, [b"before".to_vec(), b"after".to_vec()]);
     assert!(log.verify().unwrap().is_clean());
