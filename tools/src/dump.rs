@@ -54,10 +54,11 @@ JSON (--json): one object per line, its kind in \"type\"; these field names are 
   log          path, format_version, log_id (32 hex digits), created, created_ns,
                segment_capacity, checksums, timestamps, file_mode (octal text, \"0600\"), tail,
                earliest_position, segment_files, producer_slots, consumer_slots,
-               producers_in_use, durable_cursors (false: this version has none, so no
-               consumer lines)
+               producers_in_use, durable_cursors (true: consumer lines follow)
   producer     slot, pid, alive, start_time (clock ticks since boot), acquired, acquired_ns,
                claim_position, claim_length (its claim in flight; null if none)
+  consumer     name, position (committed), lag (tail - position), holder (pid or null),
+               updated, updated_ns
   segment      path, base_position, end_position, capacity, format_version, log_id,
                checksums, timestamps, created, created_ns
   frame        position, kind (data | message_set | padding | unknown), kind_code, length,
@@ -168,6 +169,7 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 enum Line {
     Log(LogLine),
     Producer(ProducerLine),
+    Consumer(ConsumerLine),
     Segment(SegmentLine),
     Frame(FrameLine),
     Record(RecordLine),
@@ -207,6 +209,16 @@ struct ProducerLine {
     acquired_ns: u64,
     claim_position: Option<u64>,
     claim_length: Option<u64>,
+}
+
+#[derive(Serialize, Debug)]
+struct ConsumerLine {
+    name: String,
+    position: u64,
+    lag: u64,
+    holder: Option<u32>,
+    updated: String,
+    updated_ns: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -392,6 +404,16 @@ impl Out {
                     p.acquired
                 )?
             }
+            Line::Consumer(c) => writeln!(
+                w,
+                "consumer   {:<16} at {:<14} lag {:<14} {}, committed {}",
+                c.name,
+                c.position,
+                c.lag,
+                c.holder
+                    .map_or_else(|| "not held".to_string(), |pid| format!("held by pid {pid}")),
+                c.updated
+            )?,
             Line::Segment(s) => {
                 writeln!(w)?;
                 if self.standalone {
@@ -681,7 +703,7 @@ impl<'a> Dump<'a> {
             producer_slots: header.producer_slots,
             consumer_slots: header.consumer_slots,
             producers_in_use: producers.len(),
-            durable_cursors: false,
+            durable_cursors: true,
         }))?;
         for p in &producers {
             let claim = p.claim;
@@ -696,12 +718,19 @@ impl<'a> Dump<'a> {
                 claim_length: claim.map(|c| c.len),
             }))?;
         }
-        if !self.out.json && !self.out.verify {
-            // Durable cursors come with the crash-safety work; until then there is no table.
-            writeln!(
-                self.out.writer,
-                "consumers  durable cursors are not available in this version"
-            )?;
+        let consumers = meta.consumers()?;
+        if consumers.is_empty() && !self.out.json && !self.out.verify {
+            writeln!(self.out.writer, "consumers  no durable cursors")?;
+        }
+        for c in consumers {
+            self.out.emit(&Line::Consumer(ConsumerLine {
+                lag: tail.saturating_sub(c.position),
+                name: c.name,
+                position: c.position,
+                holder: c.holder,
+                updated: show::rfc3339(c.updated_ns),
+                updated_ns: c.updated_ns,
+            }))?;
         }
         let expect = Expect {
             log_id: header.log_id,

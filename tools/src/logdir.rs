@@ -260,6 +260,57 @@ impl MetaView {
     }
 }
 
+/// A durable cursor, as the meta file's consumer table shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// Its name.
+    pub name: String,
+    /// The committed position: where the next holder resumes.
+    pub position: u64,
+    /// The pid of the process holding it, if one does.
+    pub holder: Option<u32>,
+    /// When the position was last committed, ns since the Unix epoch.
+    pub updated_ns: u64,
+}
+
+impl MetaView {
+    /// The durable cursors in use. Each entry is read as docs/FORMAT.md says readers without
+    /// the lock must: state, fields, state again; an entry that changed meanwhile is read again.
+    pub fn consumers(&self) -> Result<Vec<Cursor>> {
+        use std::os::unix::fs::FileExt;
+        let table = TABLE_OFFSET + u64::from(self.header.producer_slots) * SLOT_LEN;
+        let mut found = Vec::new();
+        for index in 0..u64::from(self.header.consumer_slots) {
+            let at = table + index * CONSUMER_ENTRY_LEN;
+            for _ in 0..100 {
+                let state = self.read_u64(at)?;
+                if state & 1 == 0 {
+                    break;
+                }
+                let mut entry = [0u8; CONSUMER_ENTRY_LEN as usize];
+                self.file
+                    .read_exact_at(&mut entry, at)
+                    .with_context(|| format!("reading {}", self.path.display()))?;
+                if self.read_u64(at)? != state {
+                    continue;
+                }
+                let word = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().expect("8"));
+                let name = &entry[32..64];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                let holder = word(16);
+                found.push(Cursor {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    position: word(8),
+                    holder: (holder != 0).then_some(holder as u32),
+                    updated_ns: word(24),
+                });
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// A process's start time in clock ticks since boot (`/proc/PID/stat` field 22), if it runs.
 fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

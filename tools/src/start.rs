@@ -1,7 +1,7 @@
 //! Positions on the command line, and where `sub` starts (`--from`).
 
-use anyhow::{bail, Result};
-use logbus::StartAt;
+use anyhow::{Context, Result};
+use logbus::{Consumer, Log, StartAt};
 
 /// A log position: a decimal number, `_` or `,` allowed between digits, or hex after `0x`.
 pub fn parse_position(text: &str) -> Result<u64, String> {
@@ -61,17 +61,16 @@ pub fn parse_from(text: &str) -> Result<From, String> {
 }
 
 impl From {
-    /// The consumer's start. Durable cursors do not exist in this version of logbus, so
-    /// `@NAME` is an error that says so.
-    pub fn start_at(&self) -> Result<StartAt> {
+    /// A consumer of `log` from this start. `@NAME` is a durable cursor: it resumes where the
+    /// last holder of that name committed (or, for a new name, at the earliest message).
+    pub fn consumer(&self, log: &Log) -> Result<Consumer> {
         Ok(match self {
-            From::Earliest => StartAt::Earliest,
-            From::Latest => StartAt::Latest,
-            From::Position(position) => StartAt::Position(*position),
-            From::Cursor(name) => bail!(
-                "--from @{name}: durable cursors are not available in this version of logbus; \
-                 start from earliest, latest or a position"
-            ),
+            From::Earliest => log.consumer(StartAt::Earliest)?,
+            From::Latest => log.consumer(StartAt::Latest)?,
+            From::Position(position) => log.consumer(StartAt::Position(*position))?,
+            From::Cursor(name) => log
+                .consumer_named(name)
+                .with_context(|| format!("--from @{name}"))?,
         })
     }
 }
@@ -79,6 +78,7 @@ impl From {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use logbus::LogOptions;
 
     #[test]
     fn starts_parse() {
@@ -94,12 +94,22 @@ mod tests {
     }
 
     #[test]
-    fn cursors_say_they_are_not_there_yet() {
-        let err = From::Cursor("billing".into()).start_at().unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("durable cursors are not available in this version"));
-        assert_eq!(From::Position(8).start_at().unwrap(), StartAt::Position(8));
+    fn a_cursor_resumes_where_its_name_last_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+        let mut producer = log.producer().unwrap();
+        for message in [&b"one"[..], b"two", b"three"] {
+            producer.offer(message).unwrap();
+        }
+        let billing = From::Cursor("billing".into());
+        let mut first = billing.consumer(&log).unwrap();
+        assert_eq!(first.poll().unwrap().unwrap().payload(), b"one");
+        first.commit_position().unwrap();
+        drop(first);
+        let mut again = billing.consumer(&log).unwrap();
+        assert_eq!(again.poll().unwrap().unwrap().payload(), b"two");
+        let mut earliest = From::Earliest.consumer(&log).unwrap();
+        assert_eq!(earliest.poll().unwrap().unwrap().payload(), b"one");
     }
 
     #[test]

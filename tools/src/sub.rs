@@ -96,12 +96,11 @@ const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 /// Runs `logbus sub`.
 pub fn run(args: &SubArgs) -> Result<()> {
-    let start = args.from.start_at()?;
     let log = Log::open(&args.path)?;
     if args.follow {
         signals::catch_interrupts()?;
     }
-    let mut consumer = log.consumer(start)?;
+    let mut consumer = args.from.consumer(&log)?;
     consumer.verify_checksums(!args.no_verify);
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut printed = 0u64;
@@ -120,6 +119,7 @@ pub fn run(args: &SubArgs) -> Result<()> {
                 break;
             }
             out.flush()?;
+            commit_cursor(&consumer)?;
             loop {
                 if signals::interrupted() {
                     return Ok(());
@@ -136,7 +136,9 @@ pub fn run(args: &SubArgs) -> Result<()> {
         }
         Ok(())
     })();
-    let result = result.and_then(|()| out.flush().map_err(anyhow::Error::from));
+    let result = result
+        .and_then(|()| out.flush().map_err(anyhow::Error::from))
+        .and_then(|()| commit_cursor(&consumer));
     match result {
         Err(e) if crate::dump::is_broken_pipe(&e) => return Ok(()),
         other => other?,
@@ -149,6 +151,15 @@ pub fn run(args: &SubArgs) -> Result<()> {
                 "logbus: note: stopped at position {position}: a message claimed there is not committed yet (claims reach {tail}); --follow waits for it"
             );
         }
+    }
+    Ok(())
+}
+
+/// Commits a durable cursor (`--from @NAME`) at what has been printed and flushed: at least
+/// once — a sub killed before this prints those messages again next time.
+fn commit_cursor(consumer: &logbus::Consumer) -> Result<()> {
+    if consumer.name().is_some() {
+        consumer.commit_position()?;
     }
     Ok(())
 }

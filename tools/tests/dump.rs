@@ -59,7 +59,7 @@ fn dump_lists_the_meta_file_segments_frames_and_records() {
     assert_eq!(head["tail"], log.tail());
     assert_eq!(head["earliest_position"], 0);
     assert_eq!(head["segment_files"], 1);
-    assert_eq!(head["durable_cursors"], false);
+    assert_eq!(head["durable_cursors"], true);
     assert_eq!(head["log_id"].as_str().unwrap().len(), 32);
     assert!(head["created"].as_str().unwrap().ends_with('Z'));
 
@@ -121,7 +121,7 @@ fn dump_lists_the_meta_file_segments_frames_and_records() {
 
     // The text listing shows the same, payloads escaped.
     let listing = ok(&run0(&["dump", path.to_str().unwrap()]));
-    assert!(listing.contains("consumers  durable cursors are not available in this version"));
+    assert!(listing.contains("consumers  no durable cursors"));
     let row = |position: u64| {
         listing
             .lines()
@@ -624,4 +624,29 @@ fn follow_prints_frames_committed_after_it_started() {
         rest.iter().any(|l| l.contains(r#""type":"summary""#)),
         "a summary at the end: {rest:?}"
     );
+}
+
+/// Durable cursors appear in the listing with their committed position and lag.
+#[test]
+fn dump_lists_durable_cursors_with_their_lag() {
+    let dir = support::tempdir();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+    let mut producer = log.producer().unwrap();
+    for message in [&b"one"[..], b"two", b"three"] {
+        producer.offer(message).unwrap();
+    }
+    let mut billing = log.consumer_named("billing").unwrap();
+    billing.poll().unwrap().unwrap();
+    let committed = billing.commit_position().unwrap();
+    drop(billing);
+    let path = path.display().to_string();
+    let lines = json_lines(&ok(&run0(&["dump", &path, "--json", "--payload", "none"])));
+    let cursor = one(&lines, "consumer");
+    assert_eq!(cursor["name"], "billing");
+    assert_eq!(cursor["position"], committed);
+    assert_eq!(cursor["lag"], log.tail() - committed);
+    assert_eq!(cursor["holder"], serde_json::Value::Null);
+    let text = ok(&run0(&["dump", &path, "--payload", "none"]));
+    assert!(text.contains("consumer   billing"), "{text}");
 }

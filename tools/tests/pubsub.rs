@@ -194,10 +194,14 @@ fn sub_starts_where_asked_and_stops_after_count() {
         "r1\nr2\n"
     );
 
-    fails_with(
-        &run0(&["sub", path, "--from", "@billing"]),
-        "durable cursors are not available in this version",
-    );
+    // A durable cursor: the first sub prints two messages and commits; the next resumes.
+    let all = ok(&run0(&["sub", path, "--from", "earliest"]));
+    let lines: Vec<&str> = all.lines().collect();
+    let first = ok(&run0(&["sub", path, "--from", "@billing", "--count", "2"]));
+    assert_eq!(first, format!("{}\n{}\n", lines[0], lines[1]));
+    let rest = ok(&run0(&["sub", path, "--from", "@billing"]));
+    assert_eq!(rest.lines().collect::<Vec<_>>(), &lines[2..]);
+    assert_eq!(ok(&run0(&["sub", path, "--from", "@billing"])), "");
     let inside = (positions[3].parse::<u64>().unwrap() + 4).to_string();
     fails_with(
         &run0(&["sub", path, "--from", &inside]),

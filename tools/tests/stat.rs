@@ -38,7 +38,7 @@ fn stat_once_json_reports_the_tail_and_the_producers() {
     assert!(producers[0]["acquired"].as_str().unwrap().ends_with('Z'));
     assert_eq!(report["interval_s"], serde_json::Value::Null);
     assert_eq!(report["messages_per_s"], serde_json::Value::Null);
-    assert_eq!(report["durable_cursors"], false);
+    assert_eq!(report["durable_cursors"], true);
     assert_eq!(report["consumers"], serde_json::json!([]));
     assert!(report["time"].as_str().unwrap().ends_with('Z'));
 
@@ -72,7 +72,7 @@ fn stat_once_json_reports_the_tail_and_the_producers() {
         text.contains(&format!("pid {}", std::process::id())),
         "{text}"
     );
-    assert!(text.contains("durable cursors are not available in this version"));
+    assert!(text.contains("no durable cursors"));
 }
 
 #[test]
