@@ -5,10 +5,10 @@ use crate::format::{
     RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
 };
 use crate::log::Shared;
-use crate::protocol::{self, read_frame, FrameState, Geometry};
+use crate::protocol::{read_frame, FrameState, Geometry};
 use crate::segment::Segment;
 use crate::sync::{AtomicU64, Ordering};
-use crate::verify::SegmentWords;
+use crate::verify::unblock_if_stalled;
 use crate::{format, Error, Result};
 use crossbeam_utils::Backoff;
 use std::sync::Arc;
@@ -178,9 +178,6 @@ struct Durable {
     name: Box<str>,
 }
 
-/// How long a claim may stay uncommitted before a consumer looks at who holds it; a live
-/// producer commits in far less, so below this no slot table is read and no process checked.
-const STALL_GRACE: Duration = Duration::from_millis(1);
 /// Empty polls between two looks at the tail from `poll` (the hot path reads no shared
 /// counter; an idle one may, now and then).
 const POLLS_BETWEEN_STALL_CHECKS: u32 = 256;
@@ -529,44 +526,16 @@ impl Consumer {
     /// is dead (or has held it past the claim timeout). True if the frame word changed.
     #[cold]
     fn unblock_stall(&mut self) -> Result<bool> {
-        let tail = self.shared.meta.tail().load(Ordering::Acquire);
-        if self.batch.is_some() || tail <= self.position {
+        if self.batch.is_some() {
             self.stall = None;
             return Ok(false);
         }
-        let now = Instant::now();
-        let since = match self.stall {
-            Some((position, since)) if position == self.position => since,
-            _ => {
-                self.stall = Some((self.position, now));
-                now
-            }
-        };
-        let stalled = now - since;
-        if stalled < STALL_GRACE {
-            return Ok(false);
-        }
-        let mut memory = SegmentWords::new(&self.shared);
-        let unblocked = match protocol::unblock(
+        unblock_if_stalled(
+            &self.shared,
             self.position,
-            self.shared.meta.tail(),
-            self.geometry,
-            self.shared.meta.producer_views(),
-            stalled >= self.claim_timeout,
-            &mut memory,
-            self.shared.meta.wake(),
-        ) {
-            Ok(unblocked) => unblocked,
-            // The claim's segment cannot be made (a full disk): there is nothing to read
-            // past it either, since no producer can write there. Wait on; once space is
-            // freed, its producer or this consumer pads it.
-            Err(Error::NoSpace { .. }) => false,
-            Err(e) => return Err(e),
-        };
-        if unblocked {
-            self.stall = None;
-        }
-        Ok(unblocked)
+            &mut self.stall,
+            self.claim_timeout,
+        )
     }
 
     /// Moves over padding and segment ends until a message is ready to take; false if the

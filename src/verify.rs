@@ -19,6 +19,7 @@ use crate::segment::Segment;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Result};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A problem [`crate::Log::verify`] found, at a position.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +344,59 @@ fn cut_off(shared: &Arc<Shared>, memory: &mut SegmentWords<'_>, cut: u64) -> Res
     }
     shared.meta.tail().store(new_tail, Ordering::Release);
     Ok(new_tail)
+}
+
+/// How long a claim may stay uncommitted before a reader looks at who holds it; a live
+/// producer commits in far less, so below this no slot table is read and no process checked.
+const STALL_GRACE: Duration = Duration::from_millis(1);
+
+/// Called by a reader (a consumer, the bridge) that found nothing committed at `position`:
+/// if the tail is past it and the claim there has stayed uncommitted past the grace period,
+/// asks the protocol to pad it when its owner is dead (or has held it past `claim_timeout`).
+/// `stall` is the reader's memory of where and since when it has waited. True if the frame
+/// word changed.
+pub(crate) fn unblock_if_stalled(
+    shared: &Arc<Shared>,
+    position: u64,
+    stall: &mut Option<(u64, Instant)>,
+    claim_timeout: Duration,
+) -> Result<bool> {
+    if shared.meta.tail().load(Ordering::Acquire) <= position {
+        *stall = None;
+        return Ok(false);
+    }
+    let now = Instant::now();
+    let since = match *stall {
+        Some((at, since)) if at == position => since,
+        _ => {
+            *stall = Some((position, now));
+            now
+        }
+    };
+    let stalled = now - since;
+    if stalled < STALL_GRACE {
+        return Ok(false);
+    }
+    let unblocked = match protocol::unblock(
+        position,
+        shared.meta.tail(),
+        shared.geometry,
+        shared.meta.producer_views(),
+        stalled >= claim_timeout,
+        &mut SegmentWords::new(shared),
+        shared.meta.wake(),
+    ) {
+        Ok(unblocked) => unblocked,
+        // The claim's segment cannot be made (a full disk): there is nothing to read past it
+        // either, since no producer can write there. Wait on; once space is freed, its
+        // producer or this reader pads it.
+        Err(Error::NoSpace { .. }) => false,
+        Err(e) => return Err(e),
+    };
+    if unblocked {
+        *stall = None;
+    }
+    Ok(unblocked)
 }
 
 /// Frame words of the log's segments, for the cold paths that pad (a stalled consumer,

@@ -1400,43 +1400,6 @@ fn available(streaming: &mut Streaming, claim_timeout: Duration) -> Result<u64, 
     Ok(end)
 }
 
-/// How long the walk waits at an uncommitted frame, with the tail past it, before it looks
-/// at the producers' claim records (as a consumer does).
-const STALL_GRACE: Duration = Duration::from_millis(1);
-
-/// The frame memory through which a stalled walk pads a dead producer's claim: the log's
-/// own writable mapping of the segment.
-struct RepairMemory<'a> {
-    log: &'a Log,
-    mapped: Option<(u64, Arc<crate::segment::Segment>)>,
-}
-
-impl crate::protocol::FrameMemory for RepairMemory<'_> {
-    fn frame_word(&mut self, position: u64) -> std::result::Result<&AtomicU64, Error> {
-        let shared = &self.log.shared;
-        let index = shared.geometry.segment_index(position);
-        if self
-            .mapped
-            .as_ref()
-            .is_none_or(|(mapped, _)| *mapped != index)
-        {
-            let segment = shared
-                .segment(index, true)?
-                .expect("segment() with create always returns one");
-            self.mapped = Some((index, segment));
-        }
-        let (_, segment) = self.mapped.as_ref().expect("mapped above");
-        // SAFETY: the protocol hands in 8-aligned positions inside the segment just mapped,
-        // which `self.mapped` keeps alive for the borrow of `self`.
-        Ok(unsafe {
-            &*(segment
-                .data_ptr()
-                .add(shared.geometry.offset_in_segment(position) as usize)
-                as *const AtomicU64)
-        })
-    }
-}
-
 impl LogState {
     /// Called when the walk of `segment` stopped at the uncommitted frame at `end`: after the
     /// grace period, with the tail past `end`, runs the protocol's `unblock`. True if the
@@ -1447,41 +1410,12 @@ impl LogState {
         end: u64,
         claim_timeout: Duration,
     ) -> Result<bool, Refusal> {
-        let shared = &self.log.shared;
-        if shared.meta.tail().load(Ordering::Acquire) <= end {
-            segment.stall.set(None);
-            return Ok(false);
-        }
-        let now = Instant::now();
-        let since = match segment.stall.get() {
-            Some((at, since)) if at == end => since,
-            _ => {
-                segment.stall.set(Some((end, now)));
-                return Ok(false);
-            }
-        };
-        let stalled = now - since;
-        if stalled < STALL_GRACE {
-            return Ok(false);
-        }
-        let mut memory = RepairMemory {
-            log: &self.log,
-            mapped: None,
-        };
-        let unblocked = crate::protocol::unblock(
-            end,
-            shared.meta.tail(),
-            shared.geometry,
-            shared.meta.producer_views(),
-            stalled >= claim_timeout,
-            &mut memory,
-            shared.meta.wake(),
-        )
-        .map_err(|e| self.unreadable(e))?;
-        if unblocked {
-            segment.stall.set(None);
-        }
-        Ok(unblocked)
+        let mut stall = segment.stall.get();
+        let unblocked =
+            crate::verify::unblock_if_stalled(&self.log.shared, end, &mut stall, claim_timeout)
+                .map_err(|e| self.unreadable(e));
+        segment.stall.set(stall);
+        unblocked
     }
 }
 
