@@ -264,10 +264,254 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
+/// The meta file of a log, read-only with `pread`: never mapped, never written, and read
+/// without opening the log — which would recover it (pad dead producers' claims, cut off a
+/// torn tail) before anything could be shown. What `logbus dump` shows; needs read permission
+/// only.
+///
+/// ```
+/// use logbus::{inspect::MetaFile, Log, LogOptions};
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16))?;
+/// let producer = log.producer()?;
+/// let position = log.consumer_named("billing")?.commit_position()?;
+///
+/// let meta = MetaFile::open(dir.path())?;
+/// assert_eq!(meta.header().segment_capacity, 1 << 16);
+/// assert_eq!(meta.producers()?[0].slot, producer.slot());
+/// assert_eq!(meta.consumers()?[0].name, "billing");
+/// assert_eq!(meta.consumers()?[0].position, position);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MetaFile {
+    file: File,
+    path: PathBuf,
+    header: format::MetaHeader,
+}
+
+/// A producer slot in use, as [`MetaFile::producers`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    /// The slot number, written in every frame its producer writes.
+    pub slot: u16,
+    /// The owner's process id.
+    pub pid: u32,
+    /// The owner's start time, in clock ticks since boot.
+    pub start_time: u64,
+    /// When the slot was taken, ns since the Unix epoch.
+    pub acquired_ns: u64,
+    /// Whether the owner still runs: its pid exists with the start time the slot records.
+    pub alive: bool,
+    /// Its claim in flight, if any.
+    pub claim: Option<ClaimView>,
+}
+
+/// A claim in flight, as a producer slot records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimView {
+    /// The producer slot.
+    pub slot: u16,
+    /// Where the claim starts; `None` between its `fetch_add` and the store of its position.
+    pub position: Option<u64>,
+    /// Its aligned length.
+    pub len: u64,
+}
+
+/// A durable cursor, as [`MetaFile::consumers`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CursorView {
+    /// Its name.
+    pub name: String,
+    /// The committed position: where the next holder resumes.
+    pub position: u64,
+    /// The pid of the process holding it, if one does.
+    pub holder: Option<u32>,
+    /// When the position was last committed, ns since the Unix epoch.
+    pub updated_ns: u64,
+}
+
+impl MetaFile {
+    /// Opens and checks the meta file of the log in `dir`, with the same errors as
+    /// [`crate::Log::open`]: not a log, another kind of file, another version, a corrupt
+    /// header, a wrong length.
+    pub fn open(dir: impl AsRef<Path>) -> Result<MetaFile> {
+        use std::os::unix::fs::FileExt;
+        let dir = dir.as_ref();
+        let path = dir.join(format::META_FILE_NAME);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_dir() => {
+                return Err(Error::NotALog { path: dir.into() })
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let mut header = format::MetaHeader::default();
+        if len < std::mem::size_of::<format::MetaHeader>() as u64 {
+            return Err(crate::meta::length_error(
+                &path,
+                len,
+                crate::meta::META_FILE_LEN,
+            ));
+        }
+        file.read_exact_at(bytemuck::bytes_of_mut(&mut header), 0)
+            .map_err(|e| Error::io(&path, e))?;
+        crate::meta::validate_header(&header, &path, len)?;
+        Ok(MetaFile { file, path, header })
+    }
+
+    /// The header, as checked on open.
+    pub fn header(&self) -> &format::MetaHeader {
+        &self.header
+    }
+
+    /// The tail: the position the next claim gets. Read until two reads agree, since a read
+    /// of the file is not atomic with a producer's claim.
+    pub fn tail(&self) -> Result<u64> {
+        let mut last = self.read_u64(crate::meta::offsets::TAIL)?;
+        for _ in 0..8 {
+            let again = self.read_u64(crate::meta::offsets::TAIL)?;
+            if again == last {
+                break;
+            }
+            last = again;
+        }
+        Ok(last)
+    }
+
+    /// The producer slots in use, live or dead, with their claims in flight.
+    pub fn producers(&self) -> Result<Vec<SlotView>> {
+        use crate::meta::offsets::*;
+        let table = self.read(
+            PRODUCERS,
+            PRODUCER_SLOT * u64::from(self.header.producer_slots),
+        )?;
+        let mut found = Vec::new();
+        for (index, slot) in table.chunks_exact(PRODUCER_SLOT as usize).enumerate() {
+            let word = |at: usize| u64::from_le_bytes(slot[at..at + 8].try_into().expect("8"));
+            let owner = word(SLOT_OWNER);
+            if owner == 0 {
+                continue;
+            }
+            let (pid, start_low) = (owner as u32, (owner >> 32) as u32);
+            let claim = match word(SLOT_CLAIM_STATE) {
+                crate::protocol::ClaimRecord::IDLE => None,
+                crate::protocol::ClaimRecord::UNRESOLVED => Some(None),
+                state => Some(Some(state & !1)),
+            }
+            .map(|position| ClaimView {
+                slot: index as u16,
+                position,
+                len: word(SLOT_CLAIM_LEN),
+            });
+            found.push(SlotView {
+                slot: index as u16,
+                pid,
+                start_time: word(SLOT_START_TIME),
+                acquired_ns: word(SLOT_ACQUIRED_NS),
+                alive: crate::clock::process_start_time(pid)
+                    .is_some_and(|start| start as u32 == start_low),
+                claim,
+            });
+        }
+        Ok(found)
+    }
+
+    /// The durable cursors in use. Each entry is read as readers without the table's lock
+    /// must (docs/FORMAT.md): state, fields, state again; an entry that changed meanwhile is
+    /// read again.
+    pub fn consumers(&self) -> Result<Vec<CursorView>> {
+        use crate::meta::offsets::*;
+        let mut found = Vec::new();
+        for index in 0..u64::from(self.header.consumer_slots) {
+            let at = CURSORS + index * CURSOR_ENTRY;
+            for _ in 0..100 {
+                let entry = self.read(at, CURSOR_ENTRY)?;
+                let word = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().expect("8"));
+                let state = word(CURSOR_STATE);
+                if state & 1 == 0 {
+                    break;
+                }
+                if self.read_u64(at + CURSOR_STATE as u64)? != state {
+                    continue;
+                }
+                let name = &entry[CURSOR_NAME..CURSOR_NAME + crate::meta::MAX_CONSUMER_NAME_LEN];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                let holder = word(CURSOR_HOLDER);
+                found.push(CursorView {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    position: word(CURSOR_POSITION),
+                    holder: (holder != 0).then_some(holder as u32),
+                    updated_ns: word(CURSOR_UPDATED_NS),
+                });
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(bytes)
+    }
+
+    fn read_u64(&self, offset: u64) -> Result<u64> {
+        let bytes = self.read(offset, 8)?;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Log, LogOptions};
+
+    #[test]
+    fn a_meta_file_read_without_the_log_shows_what_the_library_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+        let mut producer = log.producer().unwrap();
+        producer.offer(b"hello").unwrap();
+        let claim = producer.claim(10).unwrap();
+        let held = claim.position();
+
+        let meta = MetaFile::open(dir.path()).unwrap();
+        assert_eq!(meta.header().log_id, log.id());
+        assert_eq!(meta.tail().unwrap(), log.tail());
+        let slots = meta.producers().unwrap();
+        let library = log.producers();
+        assert_eq!(slots.len(), library.len());
+        assert_eq!(slots[0].slot, library[0].slot);
+        assert_eq!(slots[0].pid, std::process::id());
+        assert_eq!(slots[0].start_time, library[0].start_time);
+        assert!(slots[0].alive);
+        assert_eq!(
+            slots[0].claim,
+            Some(ClaimView {
+                slot: slots[0].slot,
+                position: Some(held),
+                len: 40
+            })
+        );
+        drop(claim);
+        assert_eq!(meta.producers().unwrap()[0].claim, None);
+        drop(producer);
+        assert!(meta.producers().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_meta_file_reader_refuses_what_is_not_a_meta_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = MetaFile::open(dir.path()).err().unwrap();
+        assert!(matches!(err, Error::NotALog { .. }), "{err}");
+        std::fs::write(dir.path().join(format::META_FILE_NAME), [7u8; 200]).unwrap();
+        let err = MetaFile::open(dir.path()).err().unwrap();
+        assert!(matches!(err, Error::BadMagic { .. }), "{err}");
+    }
 
     #[test]
     fn a_walk_shows_data_sets_and_padding_and_ends_at_a_claim_in_flight() {

@@ -64,6 +64,27 @@ struct MetaLayout {
 
 /// Size of the meta file in bytes.
 pub const META_FILE_LEN: u64 = std::mem::size_of::<MetaLayout>() as u64;
+/// Where things lie in the meta file, for readers that do not map it (`inspect::MetaFile`).
+pub(crate) mod offsets {
+    use super::{CursorEntry, MetaLayout, ProducerSlot};
+    use std::mem::{offset_of, size_of};
+    pub const TAIL: u64 = offset_of!(MetaLayout, tail) as u64;
+    pub const PRODUCERS: u64 = offset_of!(MetaLayout, producers) as u64;
+    pub const PRODUCER_SLOT: u64 = size_of::<ProducerSlot>() as u64;
+    pub const SLOT_OWNER: usize = offset_of!(ProducerSlot, owner);
+    pub const SLOT_START_TIME: usize = offset_of!(ProducerSlot, start_time);
+    pub const SLOT_ACQUIRED_NS: usize = offset_of!(ProducerSlot, acquired_ns);
+    pub const SLOT_CLAIM_STATE: usize = offset_of!(ProducerSlot, claim);
+    pub const SLOT_CLAIM_LEN: usize = SLOT_CLAIM_STATE + 8;
+    pub const CURSORS: u64 = offset_of!(MetaLayout, cursors) as u64;
+    pub const CURSOR_ENTRY: u64 = size_of::<CursorEntry>() as u64;
+    pub const CURSOR_STATE: usize = offset_of!(CursorEntry, state);
+    pub const CURSOR_POSITION: usize = offset_of!(CursorEntry, position);
+    pub const CURSOR_HOLDER: usize = offset_of!(CursorEntry, holder);
+    pub const CURSOR_UPDATED_NS: usize = offset_of!(CursorEntry, updated_ns);
+    pub const CURSOR_NAME: usize = offset_of!(CursorEntry, name);
+}
+
 const _: () = assert!(std::mem::offset_of!(MetaLayout, tail) == 128);
 const _: () = assert!(std::mem::offset_of!(MetaLayout, wake) == 256);
 const _: () = assert!(std::mem::offset_of!(MetaLayout, producers) == 512);
@@ -822,7 +843,7 @@ fn owner_alive(owner: u64) -> bool {
     clock::process_start_time(pid).is_some_and(|start| start as u32 == start_low)
 }
 
-fn validate_header(header: &MetaHeader, path: &Path, len: u64) -> Result<()> {
+pub(crate) fn validate_header(header: &MetaHeader, path: &Path, len: u64) -> Result<()> {
     if header.magic != META_MAGIC {
         return Err(Error::BadMagic {
             path: path.into(),

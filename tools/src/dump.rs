@@ -4,11 +4,11 @@
 //! `--follow` goes on printing as producers append.
 //!
 //! Segments are read through `logbus::inspect`, the meta file through
-//! [`crate::logdir::MetaView`]: neither joins the log, so dump takes no producer slot and no
+//! [`logbus::inspect::MetaFile`]: neither joins the log, so dump takes no producer slot and no
 //! consumer position, never writes, and never lets `Log::open` recover the log first — a
 //! crashed or corrupt log is shown as it lies.
 
-use crate::logdir::{self, MetaView, Target};
+use crate::logdir::{self, Target};
 use crate::show::{self, JsonPayload, PayloadStyle};
 use crate::signals;
 use crate::start::{parse_count, parse_position};
@@ -16,6 +16,7 @@ use crate::units;
 use anyhow::{bail, Result};
 use clap::Args;
 use logbus::format::{self, flags, kind, log_flags};
+use logbus::inspect::MetaFile;
 use logbus::inspect::{Frame, SegmentFile};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -682,7 +683,7 @@ impl<'a> Dump<'a> {
     fn log(&mut self, dir: &Path) -> Result<()> {
         // Not `Log::open`: it may recover the log (pad dead producers' claims, cut off a torn
         // tail) before dump could show it as it lies.
-        let meta = MetaView::open(dir)?;
+        let meta = MetaFile::open(dir)?;
         let header = *meta.header();
         let files = logdir::segment_files(dir)?;
         let producers = meta.producers()?;
@@ -749,7 +750,7 @@ impl<'a> Dump<'a> {
     fn walk_log(
         &mut self,
         dir: &Path,
-        log: &MetaView,
+        log: &MetaFile,
         expect: &Expect,
         files: &[(u64, PathBuf)],
     ) -> Result<()> {
@@ -839,7 +840,7 @@ impl<'a> Dump<'a> {
     }
 
     /// Claims reach into a segment whose file is not there.
-    fn tail_segment_missing(&mut self, log: &MetaView, tail: u64, tail_base: u64) -> Result<()> {
+    fn tail_segment_missing(&mut self, log: &MetaFile, tail: u64, tail_base: u64) -> Result<()> {
         let detail = format!(
             "the tail is at {tail}, in the segment for positions {tail_base} to {}, which has no file",
             tail_base + log.header().segment_capacity
@@ -871,7 +872,7 @@ impl<'a> Dump<'a> {
     /// claim in flight. Not a problem by itself: a running producer commits it, and a claim
     /// whose producer died is padded by the readers that reach it. Says whose claim it is
     /// when the meta file's producer table records it.
-    fn unwritten(&mut self, log: &MetaView, file: &SegmentFile, at: u64, tail: u64) -> Result<()> {
+    fn unwritten(&mut self, log: &MetaFile, file: &SegmentFile, at: u64, tail: u64) -> Result<()> {
         let claimed_to = tail.min(file.end_position());
         let producers = log.producers()?;
         let running = producers.iter().filter(|p| p.alive).count();
@@ -930,7 +931,7 @@ impl<'a> Dump<'a> {
     fn follow_log(
         &mut self,
         dir: &Path,
-        log: &MetaView,
+        log: &MetaFile,
         expect: &Expect,
         files: &[(u64, PathBuf)],
     ) -> Result<()> {
