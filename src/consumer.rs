@@ -170,6 +170,11 @@ pub struct Consumer {
     /// read fails with `PositionDeleted` until the consumer seeks. Looked at only when a
     /// segment is mapped, off the hot path.
     resume_deleted: bool,
+    /// Where `StartAt::Earliest` put the consumer. While it is still there (it has read
+    /// nothing), a segment deleted by retention meanwhile moves it to the new earliest
+    /// position: that is what "earliest" asked for. Once it has moved, a deleted position is
+    /// an error, never a silent skip.
+    started_at_earliest: Option<u64>,
 }
 
 /// A durable cursor held by a consumer: its entry in the meta file's consumer table.
@@ -235,6 +240,7 @@ impl Consumer {
             claim_timeout: DEFAULT_CLAIM_TIMEOUT,
             durable: None,
             resume_deleted: false,
+            started_at_earliest: None,
         }
     }
 
@@ -301,6 +307,7 @@ impl Consumer {
         };
         self.jump_to(position);
         self.stall = None;
+        self.started_at_earliest = (start == StartAt::Earliest).then_some(position);
         if let Some(record_offset) = record {
             // `locate` saw this message set committed; enter it at the record asked for.
             self.enter_batch_at(record_offset)?;
@@ -777,6 +784,11 @@ impl Consumer {
             // Published once, gone now: deleted by retention if it lies before the earliest
             // segment, else lost — either way waiting would never end.
             let earliest = self.shared.earliest_position()?;
+            if self.position < earliest && self.started_at_earliest == Some(self.position) {
+                self.jump_to(earliest);
+                self.started_at_earliest = Some(earliest);
+                return self.switch_to(self.geometry.segment_index(earliest));
+            }
             if self.position < earliest {
                 return Err(Error::PositionDeleted {
                     position: self.position,

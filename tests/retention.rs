@@ -485,3 +485,36 @@ impl Drop for Tmpfs {
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     }
 }
+
+/// A consumer started at the earliest position that has read nothing yet follows retention:
+/// if the segment it was to start in is deleted before its first read, it starts at the new
+/// earliest position ("earliest" is what it asked for). (A consumer that has read and then
+/// reaches a deleted segment gets PositionDeleted: the tests above show it.)
+#[test]
+fn a_consumer_at_earliest_follows_retention_until_it_has_read() {
+    let dir = common::tempdir();
+    let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(SEGMENT)).unwrap();
+    let mut producer = log.producer().unwrap();
+    let mut seq = 0;
+    let positions = produce_until(&log, &mut producer, &mut seq, 3 * SEGMENT);
+    // Its own handle: segments mapped through one handle stay readable to all its consumers.
+    let mut waiting = Log::open(dir.path())
+        .unwrap()
+        .consumer(StartAt::Earliest)
+        .unwrap();
+    let mut reading = log.consumer(StartAt::Earliest).unwrap();
+    assert_eq!(seq_of(reading.poll().unwrap().unwrap().payload()), 0);
+    // What retention does to the oldest segment, by hand.
+    std::fs::remove_file(dir.path().join(logbus::format::segment_file_name(0))).unwrap();
+    drop(log);
+
+    let first_kept = positions.iter().position(|&p| p >= SEGMENT).unwrap() as u64;
+    let message = waiting
+        .poll()
+        .unwrap()
+        .expect("the first message still there");
+    assert_eq!(seq_of(message.payload()), first_kept);
+    // `reading` has segment 0 mapped: it reads on (a deleted segment stays readable to whoever
+    // has it mapped), from message 1.
+    assert_eq!(seq_of(reading.poll().unwrap().unwrap().payload()), 1);
+}
