@@ -851,8 +851,10 @@ fn start_positions_must_be_messages() {
 fn a_position_in_a_deleted_segment_is_position_deleted() {
     let (_dir, log, positions) = closed_log_with_segments();
     let opened = Log::open(&log).unwrap();
-    // Made before the deletion; it has not mapped segment 0 yet.
-    let mut early = opened.consumer(StartAt::Earliest).unwrap();
+    // Made before the deletion; they have not mapped segment 0 yet (a segment's start needs
+    // no walk to check).
+    let mut early = opened.consumer(StartAt::Position(0)).unwrap();
+    let mut earliest_before = opened.consumer(StartAt::Earliest).unwrap();
     // Made through another handle, which maps segment 0 to check the position.
     let other_handle = Log::open(&log).unwrap();
     let mut mapped = other_handle
@@ -875,13 +877,19 @@ fn a_position_in_a_deleted_segment_is_position_deleted() {
             ],
         );
     }
-    // The consumer made before the deletion learns it when it reads.
+    // The consumer made at a position before the deletion learns it when it reads.
     let err = early.poll().unwrap_err();
     assert!(
         matches!(err, Error::PositionDeleted { position: 0, earliest } if earliest == CAPACITY),
         "{err:?}"
     );
     assert_says(&err, &["position 0", &CAPACITY.to_string()]);
+    // One made at Earliest that has read nothing asked for the earliest there is: it moves on.
+    let first_retained = *positions.iter().find(|&&p| p >= CAPACITY).unwrap();
+    assert_eq!(
+        earliest_before.poll().unwrap().unwrap().position(),
+        first_retained
+    );
     // One that holds the mapping goes on reading it: the mapping outlives the file.
     assert_eq!(mapped.poll().unwrap().unwrap().position(), positions[3]);
     // Earliest now means the first retained message.
