@@ -733,8 +733,8 @@ impl Shared {
     }
 
     /// Lets go of a segment a handle has moved past, unmapping it off the caller's thread.
-    pub fn retire_segment(&self, segment: Arc<Segment>) {
-        self.preparer.retire(segment);
+    pub fn retire_segment(self: &Arc<Self>, segment: Arc<Segment>) {
+        self.preparer.retire(self, segment);
     }
 
     /// The earliest position still in the log: the oldest segment file's base, or where

@@ -67,11 +67,13 @@ impl Preparer {
 
     /// Hands over a segment reference that a handle no longer needs, so that the unmapping
     /// (if it is the last reference) happens on the preparer's thread.
-    pub fn retire(&self, segment: Arc<Segment>) {
+    pub fn retire(&self, shared: &Arc<Shared>, segment: Arc<Segment>) {
         let mut state = self.lock();
-        if state.thread_pid != Some(std::process::id()) {
+        // A consumer-only process may never have asked for a segment ahead; it still should
+        // not unmap on its reading thread.
+        if !self.ensure_thread(&mut state, shared) {
             drop(state);
-            drop(segment); // No thread here to do it: unmap now.
+            drop(segment); // No thread to do it: unmap now.
             return;
         }
         state.retired.push(segment);
