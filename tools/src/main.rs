@@ -2,6 +2,7 @@
 //! `main` parses the command line, runs the subcommand, and prints any error as
 //! `logbus: <error>` with a non-zero exit status.
 
+mod bench;
 mod bridge;
 mod child;
 mod demo;
@@ -110,6 +111,14 @@ Examples:
     /// The consumer process of `logbus demo` (started by it, not by hand).
     #[command(hide = true)]
     DemoConsumer(demo::ConsumerArgs),
+
+    /// Measure logbus across processes, beside a Unix socket in the same run: throughput,
+    /// pingpong.
+    #[command(after_help = "\
+Examples:
+  logbus bench throughput --size 32 --batch 64
+  logbus bench pingpong --wait futex --plot latency.svg")]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +132,7 @@ fn main() -> ExitCode {
         Command::Sub(args) => sub::run(args),
         Command::DemoProducer(args) => demo::run_producer(args),
         Command::DemoConsumer(args) => demo::run_consumer(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
