@@ -397,7 +397,9 @@ impl MetaFile {
             let claim = match word(SLOT_CLAIM_STATE) {
                 crate::protocol::ClaimRecord::IDLE => None,
                 crate::protocol::ClaimRecord::UNRESOLVED => Some(None),
-                state => Some(Some(state & !1)),
+                state => Some(Some(
+                    state & !(1 | crate::protocol::ClaimRecord::COMMITTING),
+                )),
             }
             .map(|position| ClaimView {
                 slot: index as u16,

@@ -144,6 +144,9 @@ impl ClaimRecord {
     pub const IDLE: u64 = 0;
     /// The state between announcing a claim and storing its position.
     pub const UNRESOLVED: u64 = 2;
+    /// Set on a resolved state (`position | 1 | COMMITTING`) by the producer that has won the
+    /// right to publish its claim: no reader may revoke it any more.
+    pub const COMMITTING: u64 = 4;
 
     /// Reads the record. `Acquire`: pairs with the producer's `Release` stores, so a record
     /// seen resolved or idle comes with everything the producer did before.
@@ -153,7 +156,7 @@ impl ClaimRecord {
             Self::IDLE => Claimed::Idle,
             Self::UNRESOLVED => Claimed::Unresolved,
             _ => Claimed::At {
-                position: state & !1,
+                position: state & !(1 | Self::COMMITTING),
                 len: self.len.load(Ordering::Acquire),
             },
         }
@@ -259,9 +262,17 @@ fn pad_if_empty(word: &AtomicU64, len: u64) -> bool {
         .is_ok()
 }
 
-/// Makes a claimed frame visible: one compare-and-swap of its frame word from zero, then a
-/// wake if, and only if, some consumer sleeps. Fails (returns false) if a reader revoked the
-/// claim: the frame is padding then, and no reader will ever deliver it.
+/// Makes a claimed frame visible, then wakes sleeping consumers if, and only if, there are
+/// any. Fails (returns false) if a reader revoked the claim: the frame is padding then, and no
+/// reader will ever deliver it.
+///
+/// A commit and a revocation must never both win, or readers that skipped the padding would
+/// disagree with readers that see the message. They race on the producer's claim record,
+/// not on the frame word: the producer marks its record committing with a compare-and-swap,
+/// and a reader revokes a live claim only by swapping the same record to idle first
+/// ([`unblock`]). The record's line is this producer's alone, so the locked instruction never
+/// waits for a line a consumer is polling; the frame word, which consumers poll, gets a plain
+/// `Release` store.
 #[inline(always)]
 pub fn commit(
     word: &AtomicU64,
@@ -270,14 +281,24 @@ pub fn commit(
     wake: &WakeWord,
     barrier: BarrierKind,
 ) -> bool {
-    // A compare-and-swap, not a store: a revocation that came first must win, or readers
-    // that skipped the padding would disagree with readers that see the commit.
-    let committed = word
-        .compare_exchange(0, committed_word, Ordering::Release, Ordering::Relaxed)
-        .is_ok();
+    let claimed = record.state.load(Ordering::Relaxed);
+    let won = claimed & 1 == 1
+        && record
+            .state
+            .compare_exchange(
+                claimed,
+                claimed | ClaimRecord::COMMITTING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+    if !won {
+        return false;
+    }
+    word.store(committed_word, Ordering::Release);
     record.state.store(ClaimRecord::IDLE, Ordering::Release);
     wake.wake_waiters(barrier);
-    committed
+    true
 }
 
 /// Aborts a claim: its whole range becomes padding (unless a reader revoked it already).
@@ -366,19 +387,41 @@ pub fn unblock<'a, M: FrameMemory>(
                 position: start,
                 len,
             } if start <= position && position < start.saturating_add(len) => {
-                if producer.alive && !revoke_live {
-                    return Ok(false);
+                // Map first: a reader that won the record and then could not pad (a full disk)
+                // would leave a claim that no record names and nobody pads.
+                let word = memory.frame_word(position)?;
+                // A claim across a segment end is never committed: its producer only pads
+                // its pieces (it stays recorded only when that failed), so a reader pads them
+                // too without taking the record, which must keep naming the other piece.
+                let crossing = start.saturating_add(len) > geometry.segment_end(start);
+                if producer.alive {
+                    // A live claim is revoked only by winning its record from the producer,
+                    // which marks it committing to publish: one of the two wins, never both.
+                    let revoked = revoke_live
+                        && (crossing
+                            || producer
+                                .record
+                                .state
+                                .compare_exchange(
+                                    start | 1,
+                                    ClaimRecord::IDLE,
+                                    Ordering::AcqRel,
+                                    Ordering::Relaxed,
+                                )
+                                .is_ok());
+                    if !revoked {
+                        return Ok(false);
+                    }
                 }
                 let piece_end = start.saturating_add(len).min(segment_end);
-                let padded = pad_if_empty(memory.frame_word(position)?, piece_end - position);
+                let padded = pad_if_empty(word, piece_end - position);
                 if padded && !producer.alive && piece_end == start.saturating_add(len) {
                     // The whole claim is padding now: the dead owner's slot may be reused.
-                    let _ = producer.record.state.compare_exchange(
-                        start | 1,
-                        ClaimRecord::IDLE,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
+                    // (A dead producer writes nothing more, committing or not.)
+                    producer
+                        .record
+                        .state
+                        .store(ClaimRecord::IDLE, Ordering::Release);
                 }
                 wake.wake_waiters(barrier);
                 return Ok(true);
