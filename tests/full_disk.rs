@@ -8,7 +8,7 @@
 mod common;
 
 use logbus::{Consumer, Error, Log, LogOptions, StartAt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SEGMENT: u64 = 1 << 16;
@@ -66,7 +66,7 @@ fn ballast(path: &Path, bytes: usize) {
 #[test]
 fn a_full_file_system_is_a_clean_error_and_producing_resumes_once_space_is_freed() {
     let dir = common::tempdir();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "2m") else {
+    let Some(fs) = common::Tmpfs::mount(&dir.path().join("mnt"), "2m") else {
         return;
     };
     let ballast_path = fs.path.join("ballast");
@@ -121,7 +121,7 @@ fn a_full_file_system_is_a_clean_error_and_producing_resumes_once_space_is_freed
 #[test]
 fn a_producer_dropped_while_the_file_system_is_full_blocks_nobody_once_space_is_freed() {
     let dir = common::tempdir();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "2m") else {
+    let Some(fs) = common::Tmpfs::mount(&dir.path().join("mnt"), "2m") else {
         return;
     };
     let ballast_path = fs.path.join("ballast");
@@ -180,7 +180,7 @@ fn a_producer_dropped_while_the_file_system_is_full_blocks_nobody_once_space_is_
 #[test]
 fn retention_makes_room_when_a_segment_cannot_be_made() {
     let dir = common::tempdir();
-    let Some(fs) = Tmpfs::mount(&dir.path().join("mnt"), "2m") else {
+    let Some(fs) = common::Tmpfs::mount(&dir.path().join("mnt"), "2m") else {
         return;
     };
     let log = Log::create(fs.path.join("log"), &options().retain_segments(2)).unwrap();
@@ -217,49 +217,3 @@ fn retention_makes_room_when_a_segment_cannot_be_made() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tmpfs of the test's own, unmounted on drop.
-
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` at `path`, or prints why not and returns `None` (not root,
-    /// no permission to mount in this container).
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        std::fs::create_dir_all(path).unwrap();
-        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
-        let data = CString::new(format!("size={size},mode=0700")).unwrap();
-        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            println!(
-                "SKIPPED: cannot mount a tmpfs at {} to fill it up: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        Some(Tmpfs {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let target = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path. MNT_DETACH: gone even if a mapping is still open.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}

@@ -6,7 +6,7 @@
 mod common;
 
 use logbus::{Error, Log, LogOptions, StartAt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const SEGMENT: u64 = 1 << 16;
@@ -245,7 +245,7 @@ fn mappings_of(dir: &Path) -> Vec<String> {
 fn a_consumer_holding_a_deleted_segment_reads_on_and_its_space_comes_back_once_unmapped() {
     let dir = common::tempdir();
     // On a file system of our own, if we may mount one, the space can be measured too.
-    let tmpfs = Tmpfs::mount(&dir.path().join("mnt"), "16m");
+    let tmpfs = common::Tmpfs::mount(&dir.path().join("mnt"), "16m");
     let log_dir = match &tmpfs {
         Some(mount) => mount.path.join("log"),
         None => dir.path().join("log"),
@@ -411,44 +411,7 @@ fn many_producers_and_rotation_retention_lose_nothing_a_durable_cursor_has_not_c
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tmpfs of the test's own, unmounted on drop.
-
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` at `path`, or returns `None` (with a message) where this
-    /// process may not mount.
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        std::fs::create_dir_all(path).unwrap();
-        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
-        let data = CString::new(format!("size={size},mode=0700")).unwrap();
-        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            println!(
-                "cannot mount a tmpfs at {}: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            );
-            return None;
-        }
-        Some(Tmpfs {
-            path: path.to_path_buf(),
-        })
-    }
-
+impl common::Tmpfs {
     /// Bytes the file system holds beyond what the files still in it take: the space of
     /// deleted files that are still mapped (or open).
     fn held_by_deleted_files(&self) -> u64 {
@@ -476,14 +439,6 @@ fn allocated_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let target = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path. MNT_DETACH: gone even if something is still open.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
 }
 
 /// A consumer started at the earliest position that has read nothing yet follows retention:

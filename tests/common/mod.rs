@@ -863,3 +863,51 @@ pub fn file_names(dir: &Path) -> Vec<String> {
 pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(logbus::format::segment_file_name(base))
 }
+
+// ---------------------------------------------------------------------------------------------
+// A tmpfs of the test's own (to fill a file system on purpose), unmounted on drop.
+
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` at `path`, or prints why not and returns `None` (not root,
+    /// no permission to mount in this container).
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::create_dir_all(path).unwrap();
+        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
+        let data = CString::new(format!("size={size},mode=0700")).unwrap();
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            println!(
+                "SKIPPED: cannot mount a tmpfs at {} to fill it up: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path. MNT_DETACH: gone even if a mapping is still open.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
