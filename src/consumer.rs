@@ -674,23 +674,15 @@ impl Consumer {
     /// its aligned length.
     #[inline(always)]
     fn check_frame(&self, frame: FrameWord) -> Result<u64> {
-        let length = frame.length as u64;
-        let aligned = align_up(length, FRAME_ALIGNMENT);
-        let min = if frame.kind == kind::PADDING {
-            FRAME_ALIGNMENT
-        } else {
-            FRAME_HEADER_LEN
-        };
-        if length < min || self.position + aligned > self.geometry.segment_end(self.position) {
-            return Err(Error::CorruptFrame {
-                position: self.position,
-                detail: format!(
-                    "length {length} does not fit between {min} and the segment end at {}",
-                    self.geometry.segment_end(self.position)
-                ),
-            });
-        }
-        Ok(aligned)
+        format::frame_extent(
+            frame,
+            self.position,
+            self.geometry.segment_end(self.position),
+        )
+        .map_err(|detail| Error::CorruptFrame {
+            position: self.position,
+            detail,
+        })
     }
 
     fn verify_frame_checksum(&self, frame: FrameWord) -> Result<()> {

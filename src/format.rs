@@ -202,6 +202,26 @@ impl FrameWord {
     }
 }
 
+/// The bytes a committed frame takes (its length rounded up to 8), if its frame word's length
+/// is possible at `position` in a segment that ends at `segment_end`: at least a frame word
+/// for padding, a whole header for any other kind, and no further than the segment end.
+/// Otherwise, what is wrong. Every reader of frames checks a length with this before using it.
+pub fn frame_extent(word: FrameWord, position: u64, segment_end: u64) -> Result<u64, String> {
+    let min = if word.kind == kind::PADDING {
+        FRAME_ALIGNMENT
+    } else {
+        FRAME_HEADER_LEN
+    };
+    let aligned = align_up(word.length.max(0) as u64, FRAME_ALIGNMENT);
+    if (word.length as i64) < min as i64 || position + aligned > segment_end {
+        return Err(format!(
+            "length {} does not fit between {min} and the segment end at {segment_end}",
+            word.length
+        ));
+    }
+    Ok(aligned)
+}
+
 /// Offset, in a message set's payload, of the record after the one at `offset` whose own
 /// payload is `len` bytes.
 #[inline(always)]

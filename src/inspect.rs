@@ -224,23 +224,13 @@ impl<'a> Iterator for Frames<'a> {
             return None;
         }
         let length = word.length.max(0) as u64;
-        let aligned = align_up(length, FRAME_ALIGNMENT);
-        let min = if word.kind == kind::PADDING {
-            FRAME_ALIGNMENT
-        } else {
-            FRAME_HEADER_LEN
+        let aligned = match format::frame_extent(word, position, self.file.end_position()) {
+            Ok(aligned) => aligned,
+            Err(detail) => {
+                self.done = true;
+                return Some(Err(Error::CorruptFrame { position, detail }));
+            }
         };
-        if word.length < 0 || length < min || self.offset + aligned > capacity {
-            self.done = true;
-            return Some(Err(Error::CorruptFrame {
-                position,
-                detail: format!(
-                    "length {} does not fit between {min} and the segment end at {}",
-                    word.length,
-                    self.file.end_position()
-                ),
-            }));
-        }
         let start = self.offset as usize;
         let data = self.file.data();
         let (checksum, timestamp, payload) = if word.kind != kind::PADDING {

@@ -11,7 +11,7 @@
 //! position is ever reused. Like Kafka's log recovery, it keeps everything before the first
 //! bad frame and nothing after it.
 
-use crate::format::{self, align_up, kind, FrameHeader, FRAME_ALIGNMENT, FRAME_HEADER_LEN};
+use crate::format::{self, kind, FrameHeader, FRAME_HEADER_LEN};
 use crate::inspect::SegmentFile;
 use crate::log::{list_segments, Shared};
 use crate::protocol::{self, read_frame, FrameMemory, FrameState};
@@ -230,16 +230,11 @@ pub(crate) fn recover(shared: &Arc<Shared>) -> Result<Option<RecoveryReport>> {
         };
         match read_frame(word) {
             FrameState::Committed(frame) => {
-                let length = frame.length as u64;
-                let aligned = align_up(length, FRAME_ALIGNMENT);
-                let min = if frame.kind == kind::PADDING {
-                    FRAME_ALIGNMENT
-                } else {
-                    FRAME_HEADER_LEN
-                };
-                if length < min || position + aligned > geometry.segment_end(position) {
-                    break Some(format!("frame length {length} does not fit"));
-                }
+                let aligned =
+                    match format::frame_extent(frame, position, geometry.segment_end(position)) {
+                        Ok(aligned) => aligned,
+                        Err(detail) => break Some(detail),
+                    };
                 if frame.kind != kind::PADDING {
                     if let Some(problem) = check_payload(&mut memory, position, frame)? {
                         break Some(problem);

@@ -176,8 +176,9 @@ fn a_durable_cursor_holds_retention_back_up_to_the_hard_limit() {
     }
     let committed = billing.commit_position().unwrap();
     let report = log.apply_retention().unwrap();
-    assert_eq!(report.deleted, [0, SEGMENT, 2 * SEGMENT], "{report:?}");
-    assert_eq!(report.earliest, 3 * SEGMENT);
+    // Retention on rotation (the preparer thread) may have deleted some of them first.
+    assert_eq!(report.earliest, 3 * SEGMENT, "{report:?}");
+    assert_eq!(segments(dir.path()).first(), Some(&(3 * SEGMENT)));
     drop(billing);
 
     // More than the hard limit behind: the cursor is passed over, and its next holder is
@@ -189,15 +190,18 @@ fn a_durable_cursor_holds_retention_back_up_to_the_hard_limit() {
     assert!(log.tail() - earliest <= 9 * SEGMENT, "{report:?}");
     let mut billing = log.consumer_named("billing").unwrap();
     assert_eq!(billing.position(), committed);
-    match billing.poll() {
+    // (Retention on rotation may still be finishing: the earliest can only have moved on.)
+    let earliest = match billing.poll() {
         Err(Error::PositionDeleted {
             position,
             earliest: e,
         }) => {
-            assert_eq!((position, e), (committed, earliest))
+            assert_eq!(position, committed);
+            assert!(e >= earliest, "{e} < {earliest}");
+            e
         }
         other => panic!("{other:?}"),
-    }
+    };
     billing.seek(StartAt::Position(earliest)).unwrap();
     assert_eq!(billing.poll().unwrap().unwrap().position(), earliest);
     billing.commit_position().unwrap();

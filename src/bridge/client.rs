@@ -5,7 +5,7 @@ use super::link::{Endpoint, Fill, Link, LinkError, LogInfo, RemoteOptions};
 use super::protocol::Start;
 use super::{BridgeError, Result};
 use crate::format::{
-    self, align_up, flags, kind, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN, RECORD_ALIGNMENT,
+    self, flags, kind, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN, RECORD_ALIGNMENT,
     RECORD_LENGTH_LEN,
 };
 use crate::{Error, Message};
@@ -237,19 +237,12 @@ impl RemoteConsumer {
                     word.length
                 ));
             }
-            let length = word.length as u64;
-            let aligned = align_up(length, FRAME_ALIGNMENT);
-            let min = if word.kind == kind::PADDING {
-                FRAME_ALIGNMENT
-            } else {
-                FRAME_HEADER_LEN
-            };
             let segment_end = (position / info.segment_capacity + 1) * info.segment_capacity;
-            if length < min || position + aligned > segment_end {
-                return corrupt(format!(
-                    "length {length} does not fit between {min} and the segment end at {segment_end}"
-                ));
-            }
+            let aligned = match format::frame_extent(word, position, segment_end) {
+                Ok(aligned) => aligned,
+                Err(detail) => return corrupt(detail),
+            };
+            let length = word.length as u64;
             if word.kind == kind::PADDING {
                 self.skip = aligned;
                 continue;

@@ -4,8 +4,8 @@ use super::link::{Endpoint, Fill, Link, LinkError, LogInfo, RemoteOptions};
 use super::protocol::{request_flags, Start};
 use super::{BridgeError, Result};
 use crate::format::{
-    self, align_up, flags, kind, FrameWord, MetaHeader, FORMAT_VERSION, FRAME_ALIGNMENT,
-    FRAME_HEADER_LEN, META_FILE_NAME, META_MAGIC,
+    self, flags, kind, FrameWord, MetaHeader, FORMAT_VERSION, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
+    META_FILE_NAME, META_MAGIC,
 };
 use crate::inspect::SegmentFile;
 use crate::meta::{Meta, CONSUMER_SLOTS, PRODUCER_SLOTS};
@@ -208,18 +208,11 @@ impl Mirror {
                     word.length
                 ));
             }
-            let length = word.length as u64;
-            let aligned = align_up(length, FRAME_ALIGNMENT);
-            let min = if word.kind == kind::PADDING {
-                FRAME_ALIGNMENT
-            } else {
-                FRAME_HEADER_LEN
+            let aligned = match format::frame_extent(word, at, segment_end) {
+                Ok(aligned) => aligned,
+                Err(detail) => return corrupt(detail),
             };
-            if length < min || at + aligned > segment_end {
-                return corrupt(format!(
-                    "length {length} does not fit between {min} and the segment end at {segment_end}"
-                ));
-            }
+            let length = word.length as u64;
             if offset + aligned as usize > data.len() {
                 self.need = (offset + aligned as usize).max(FRAME_ALIGNMENT as usize);
                 break;

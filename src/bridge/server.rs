@@ -20,7 +20,7 @@ use super::protocol::{
     MAX_REQUEST_LEN, WELCOME_LEN,
 };
 use super::{BridgeError, Result};
-use crate::format::{self, align_up, kind, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN};
+use crate::format::{self, kind, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN};
 use crate::{Error, Log};
 use memmap2::{Mmap, MmapOptions};
 use mio::net::{TcpListener, TcpStream};
@@ -671,23 +671,12 @@ impl SegState {
 
     /// The aligned length of the committed frame `word` at `offset`, if it is possible.
     fn check_frame(&self, offset: u64, word: FrameWord) -> Result<u64, Error> {
-        let length = word.length as u64;
-        let aligned = align_up(length, FRAME_ALIGNMENT);
-        let min = if word.kind == kind::PADDING {
-            FRAME_ALIGNMENT
-        } else {
-            FRAME_HEADER_LEN
-        };
-        if length < min || offset + aligned > self.capacity {
-            return Err(Error::CorruptFrame {
+        format::frame_extent(word, self.base + offset, self.base + self.capacity).map_err(
+            |detail| Error::CorruptFrame {
                 position: self.base + offset,
-                detail: format!(
-                    "length {length} does not fit between {min} and the segment end at {}",
-                    self.base + self.capacity
-                ),
-            });
-        }
-        Ok(aligned)
+                detail,
+            },
+        )
     }
 
     /// Walks on from where the last walk stopped; returns the position up to which every
