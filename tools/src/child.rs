@@ -235,6 +235,20 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// Says why a run of child processes failed, when the cause was not the children's: an
+/// interrupt (Ctrl-C, SIGTERM) or the `--timeout` of `timeout_s` seconds running out.
+pub fn explain_stop(error: anyhow::Error, deadline: Instant, timeout_s: u64) -> anyhow::Error {
+    if crate::signals::interrupted() {
+        anyhow::anyhow!("interrupted: every process was stopped")
+    } else if Instant::now() >= deadline {
+        error.context(format!(
+            "the --timeout of {timeout_s} s passed; every process was stopped"
+        ))
+    } else {
+        error
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,18 +155,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         writeln!(out, "note:       {note}")?;
     }
 
-    let outcome = transfer(args, &log, deadline, &mut out).map_err(|e| {
-        if crate::signals::interrupted() {
-            anyhow!("interrupted: every process was stopped")
-        } else if Instant::now() >= deadline {
-            e.context(format!(
-                "the --timeout of {} s passed; every process was stopped",
-                args.timeout
-            ))
-        } else {
-            e
-        }
-    });
+    let outcome = transfer(args, &log, deadline, &mut out)
+        .map_err(|e| crate::child::explain_stop(e, deadline, args.timeout));
     let tail = log.tail();
     drop(log);
 

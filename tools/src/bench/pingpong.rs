@@ -159,18 +159,8 @@ pub fn run(args: &PingpongArgs) -> Result<()> {
         .collect();
     for run in 1..=args.common.runs {
         for (transport, runs) in &mut outcomes {
-            let outcome = run_once(args, *transport, deadline).map_err(|e| {
-                if crate::signals::interrupted() {
-                    anyhow!("interrupted: every process was stopped")
-                } else if Instant::now() >= deadline {
-                    e.context(format!(
-                        "the --timeout of {} s passed; every process was stopped",
-                        args.common.timeout
-                    ))
-                } else {
-                    e
-                }
-            })?;
+            let outcome = run_once(args, *transport, deadline)
+                .map_err(|e| crate::child::explain_stop(e, deadline, args.common.timeout))?;
             if !args.common.json {
                 let h = &outcome.histogram;
                 writeln!(

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::child::{Line, Worker};
 use crate::units::{self, thousands};
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use logbus::{Batch, Log, StartAt};
 use std::ffi::OsString;
@@ -157,18 +157,8 @@ pub fn run(args: &ThroughputArgs) -> Result<()> {
         transports.iter().map(|&t| (t, Vec::new())).collect();
     for run in 1..=args.common.runs {
         for (transport, runs) in &mut outcomes {
-            let outcome = run_once(args, *transport, deadline).map_err(|e| {
-                if crate::signals::interrupted() {
-                    anyhow!("interrupted: every process was stopped")
-                } else if Instant::now() >= deadline {
-                    e.context(format!(
-                        "the --timeout of {} s passed; every process was stopped",
-                        args.common.timeout
-                    ))
-                } else {
-                    e
-                }
-            })?;
+            let outcome = run_once(args, *transport, deadline)
+                .map_err(|e| crate::child::explain_stop(e, deadline, args.common.timeout))?;
             if !args.common.json {
                 let slowest = slowest(&outcome);
                 writeln!(
