@@ -187,7 +187,7 @@ impl Producer {
                 payload.len(),
             );
         }
-        let committed = self.commit_frame(position, payload.len(), kind::DATA);
+        let committed = self.commit_frame(position, header, payload.len(), kind::DATA);
         self.after_claim(position);
         committed
     }
@@ -359,12 +359,23 @@ impl Producer {
         Ok(())
     }
 
+    /// Publishes the claimed frame at `position`, whose header the caller holds at `header`
+    /// (the address it wrote the frame through: not derived again on the hot path).
     #[inline(always)]
-    fn commit_frame(&mut self, position: u64, payload_len: usize, frame_kind: u8) -> Result<u64> {
+    fn commit_frame(
+        &mut self,
+        position: u64,
+        header: *mut u8,
+        payload_len: usize,
+        frame_kind: u8,
+    ) -> Result<u64> {
         let length = (FRAME_HEADER_LEN as usize + payload_len) as i32;
         let word = frame_word(length, frame_kind, self.frame_flags, self.slot);
+        // SAFETY: `header` is the 8-aligned start of this producer's claim, inside the
+        // current segment's mapping, which `self.memory` keeps alive during this call.
+        let frame = unsafe { &*(header as *const AtomicU64) };
         let committed = protocol::commit(
-            self.memory.current_word(position),
+            frame,
             word,
             self.shared.meta.claim_record(self.slot),
             self.shared.meta.wake(),
@@ -544,9 +555,9 @@ impl Claim<'_> {
         // SAFETY: the header belongs to this claim until the commit below publishes it.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
         self.done = true;
-        let committed = self
-            .producer
-            .commit_frame(self.position, self.len, kind::DATA);
+        let committed =
+            self.producer
+                .commit_frame(self.position, self.header, self.len, kind::DATA);
         self.producer.after_claim(self.position);
         committed
     }
@@ -679,9 +690,9 @@ impl Batch<'_> {
         let checksum = self.producer.checksum(payload);
         // SAFETY: as above.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
-        let committed = self
-            .producer
-            .commit_frame(self.position, self.used, kind::BATCH);
+        let committed =
+            self.producer
+                .commit_frame(self.position, self.header, self.used, kind::BATCH);
         self.producer.after_claim(self.position);
         committed
     }
