@@ -55,6 +55,8 @@ pub struct Producer {
     claim_until: u64,
     /// The log's bound, 0 if it has none.
     max_lag: u64,
+    /// Where frame timestamps come from (read only when the log keeps them).
+    clock: clock::FrameClock,
 }
 
 /// This producer's mapping of the segment it writes in. The next one comes from the log's
@@ -112,6 +114,7 @@ impl Producer {
                 0
             },
             max_lag: shared.meta.policy().bounded_lag,
+            clock: clock::FrameClock::new(),
             shared,
         };
         // Map the segment the tail is in now, so the first offer does not pay for it.
@@ -303,9 +306,9 @@ impl Producer {
     }
 
     #[inline(always)]
-    fn timestamp(&self) -> u64 {
+    fn timestamp(&mut self) -> u64 {
         if self.frame_flags & flags::TIMESTAMP != 0 {
-            clock::now_ns()
+            self.clock.now_ns()
         } else {
             0
         }
