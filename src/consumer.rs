@@ -220,6 +220,7 @@ unsafe impl Send for Consumer {}
 
 impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>, start: StartAt) -> Result<Consumer> {
+        shared.start_preparer();
         let mut consumer = Consumer::unstarted(shared);
         consumer.seek(start)?;
         Ok(consumer)
@@ -750,7 +751,7 @@ impl Consumer {
     fn jump_to(&mut self, position: u64) {
         self.position = position;
         self.batch = None;
-        self.prepare_next_at = self.geometry.segment_end(position) - self.geometry.capacity() / 2;
+        self.prepare_next_at = position;
     }
 
     /// Makes segment `index` current; false if it is not published yet.
@@ -803,8 +804,8 @@ impl Consumer {
         if let Some(old) = old {
             self.shared.retire_segment(old.segment);
         }
-        self.prepare_next_at =
-            self.geometry.segment_end(self.position) - self.geometry.capacity() / 2;
+        // Ask for the next segment at once: its producer made it as it entered this one.
+        self.prepare_next_at = self.position;
         Ok(true)
     }
 

@@ -6,7 +6,7 @@ use crate::meta::{Meta, Policy, CONSUMER_SLOTS, PRODUCER_SLOTS};
 use crate::preparer::Preparer;
 use crate::producer::Producer;
 use crate::protocol::Geometry;
-use crate::segment::{self, Segment, SegmentSpec};
+use crate::segment::{self, Prefault, Segment, SegmentSpec};
 use crate::verify::{self, RecoveryReport, VerifyReport};
 use crate::{clock, format, Error, Result};
 use std::collections::HashMap;
@@ -648,15 +648,51 @@ impl Shared {
         (self.geometry.max_frame_len() - FRAME_HEADER_LEN) as usize
     }
 
-    /// The mapped segment with this index, shared by every handle of this process. With
-    /// `create`, a missing segment is created; without, a missing one is `None`.
+    /// The mapped segment with this index, shared by every handle of this process, its page
+    /// tables filled for writing (`create`: a producer's) or for reading. With `create`, a
+    /// missing segment is created; without, a missing one is `None`.
+    ///
+    /// The cache's lock is held only to look up and insert: creating and mapping a segment
+    /// take milliseconds, and a handle of this process switching to a segment that is ready
+    /// must not wait for the preparer making the next one.
     pub fn segment(&self, index: u64, create: bool) -> Result<Option<Arc<Segment>>> {
+        let segment = match self.cached_segment(index) {
+            Some(segment) => segment,
+            None => match self.map_segment(index, create)? {
+                Some(mapped) => {
+                    let mut cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+                    // Another thread of this process may have mapped it meanwhile: one
+                    // mapping per process, so that its page tables are filled once.
+                    match cache.get(&index).and_then(Weak::upgrade) {
+                        Some(theirs) => theirs,
+                        None => {
+                            let mapped = Arc::new(mapped);
+                            cache.retain(|_, weak| weak.strong_count() > 0);
+                            cache.insert(index, Arc::downgrade(&mapped));
+                            mapped
+                        }
+                    }
+                }
+                None => return Ok(None),
+            },
+        };
+        segment.prefault(if create {
+            Prefault::Write
+        } else {
+            Prefault::Read
+        });
+        Ok(Some(segment))
+    }
+
+    fn cached_segment(&self, index: u64) -> Option<Arc<Segment>> {
+        let cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        // Mapped in this process: readable, even if retention has deleted the file since.
+        cache.get(&index).and_then(Weak::upgrade)
+    }
+
+    /// Opens (with `create`, makes if missing) and maps segment `index`, without the cache.
+    fn map_segment(&self, index: u64, create: bool) -> Result<Option<Segment>> {
         let base = index << self.geometry.capacity().trailing_zeros();
-        let mut cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(segment) = cache.get(&index).and_then(Weak::upgrade) {
-            // Mapped in this process: readable, even if retention has deleted the file.
-            return Ok(Some(segment));
-        }
         // Below the floor, retention deleted it: it is not opened again (a file left by a
         // pass that stopped half-way included), and never made again.
         let retained_from = self.meta.retained_from().load(Ordering::Acquire);
@@ -720,10 +756,12 @@ impl Shared {
         self.meta
             .segments_published()
             .fetch_max(index + 1, Ordering::AcqRel);
-        let segment = Arc::new(segment);
-        cache.retain(|_, weak| weak.strong_count() > 0);
-        cache.insert(index, Arc::downgrade(&segment));
         Ok(Some(segment))
+    }
+
+    /// Starts this process's preparer thread, if it is not running, before a handle needs it.
+    pub fn start_preparer(self: &Arc<Self>) {
+        self.preparer.start(self);
     }
 
     /// Asks this process's preparer thread to map segment `index` (creating it, with
@@ -842,7 +880,7 @@ impl Shared {
 
     /// An upper bound of the claim times of the messages in segment `bases[i]`, or `None`
     /// if it cannot be known yet. A segment two or more after it was made only once the tail
-    /// had passed the middle of the one before, so after every claim in this one; without
+    /// had entered the one before (an eighth into it), so after every claim in this one; without
     /// such a segment, the newest timestamp of its messages (all of them committed or
     /// padded, else unknown).
     fn newest_claim_ns(&self, bases: &[u64], i: usize) -> Option<u64> {

@@ -37,7 +37,7 @@ pub(crate) struct ProducerSlot {
     pub acquired_ns: AtomicU64,
     _reserved: u64,
     pub claim: ClaimRecord,
-    _padding: [u8; 80],
+    _padding: [u8; 72],
 }
 
 #[repr(C)]

@@ -6,7 +6,7 @@
 //!
 //! Creating a segment (`fallocate` of its whole capacity) and pre-faulting a mapping of it
 //! cost milliseconds for large segments, and unmapping one costs about as much again; done
-//! by the producer or consumer that crosses a segment's middle or end, that is a stall on
+//! by the producer or consumer that enters or leaves a segment, that is a stall on
 //! its hot path. Here it happens on a thread of its own. The work is advisory: whoever needs
 //! a segment that is not ready yet maps it itself, so a slow, failed or absent preparer costs
 //! time, never correctness.
@@ -52,6 +52,13 @@ impl Preparer {
         }
     }
 
+    /// Starts this process's preparer thread if it is not running yet, so that the first
+    /// request on a hot path neither spawns a thread nor allocates.
+    pub fn start(&self, shared: &Arc<Shared>) {
+        let mut state = self.lock();
+        self.ensure_thread(&mut state, shared);
+    }
+
     /// Asks for segment `index` to be mapped (and, with `create`, created) soon.
     pub fn prepare(&self, shared: &Arc<Shared>, index: u64, create: bool) {
         let mut state = self.lock();
@@ -91,7 +98,8 @@ impl Preparer {
             .into_iter()
             .partition(|segment| segment.base_position() < retained_from);
         state.held = kept.into();
-        let retired = std::mem::take(&mut state.retired);
+        // Drained, not taken: the vector keeps its room for later hand-overs.
+        let retired: Vec<_> = state.retired.drain(..).collect();
         drop(state);
         drop((gone, retired));
     }
@@ -115,6 +123,10 @@ impl Preparer {
         *state = State::default();
         if spawned.is_ok() {
             state.thread_pid = Some(pid);
+            // Room for the few requests and retirements in flight at a time, so that
+            // handing one over allocates nothing.
+            state.requests.reserve(2 * HELD_SEGMENTS);
+            state.retired.reserve(2 * HELD_SEGMENTS);
         }
         spawned.is_ok()
     }
@@ -129,6 +141,9 @@ impl Drop for Preparer {
 }
 
 fn run(inner: &Inner, log: &Weak<Shared>) {
+    // Swapped with the shared list, so that both keep their room and a hand-over allocates
+    // nothing.
+    let mut retired = Vec::with_capacity(2 * HELD_SEGMENTS);
     let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         while state.requests.is_empty() && state.retired.is_empty() && !state.shutdown {
@@ -137,10 +152,10 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
         if state.shutdown {
             return;
         }
-        let retired = std::mem::take(&mut state.retired);
+        std::mem::swap(&mut retired, &mut state.retired);
         let request = state.requests.pop_front();
         drop(state);
-        drop(retired);
+        retired.clear(); // Unmaps those of which this was the last reference.
         if let Some((index, create)) = request {
             // Hold the log only while working: a preparer waiting with a strong reference
             // would keep a dropped log alive forever.
@@ -150,7 +165,7 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
             let prepared = shared.segment(index, create).ok().flatten();
             if create && shared.meta.policy().retains() {
                 // Rotation: a new segment is made (or was made by another process) as the
-                // tail passes the middle of the one before. Like the creation, a failure is
+                // tail is an eighth into the one before. Like the creation, a failure is
                 // left for the next pass (or `Log::apply_retention`) to meet again.
                 let _ = shared.apply_retention();
             }

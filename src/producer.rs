@@ -46,7 +46,9 @@ pub struct Producer {
     frame_flags: u8,
     max_payload: usize,
     /// When a claim reaches this position, the next segment is mapped (and made if needed):
-    /// half-way through the current one, so rotation costs the hot path nothing.
+    /// an eighth into the current one, so that the preparer has most of a segment's time to
+    /// make the next one (and rotation costs the hot path nothing), while a log that holds a
+    /// few messages does not take two segments' space.
     prepare_next_at: u64,
     /// Bounded mode, off the hot path: the end of this producer's last claim (the tail as it
     /// last saw it), and the tail up to which it may claim without looking at the consumer
@@ -80,6 +82,7 @@ unsafe impl Send for Producer {}
 impl Producer {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
         let slot = shared.meta.acquire_producer_slot()?;
+        shared.start_preparer();
         let geometry = shared.geometry;
         let log_flags = shared.spec.log_flags;
         let frame_flags = (if log_flags & log_flags::CHECKSUMS != 0 {
@@ -137,7 +140,7 @@ impl Producer {
                 }
             }
         }
-        producer.prepare_next_at = geometry.segment_end(tail) - geometry.capacity() / 2;
+        producer.prepare_next_at = prepare_point(geometry, tail);
         Ok(producer)
     }
 
@@ -401,8 +404,8 @@ impl Producer {
         );
     }
 
-    /// Once a claim passes the middle of its segment, asks the preparer thread to create and
-    /// map the next one. If that fails (a full disk, say), the claim that needs the segment
+    /// Once a claim is an eighth into its segment, asks the preparer thread to create and map
+    /// the next one. If that fails (a full disk, say), the claim that needs the segment
     /// tries again itself and reports the error: it is not this message's.
     #[inline(always)]
     fn after_claim(&mut self, position: u64) {
@@ -417,8 +420,13 @@ impl Producer {
         let geometry = self.shared.geometry;
         self.shared
             .prepare_segment(geometry.segment_index(position) + 1, true);
-        self.prepare_next_at = geometry.segment_end(position) + geometry.capacity() / 2;
+        self.prepare_next_at = prepare_point(geometry, geometry.segment_end(position));
     }
+}
+
+/// Where in the segment of `position` a producer asks for the next one.
+fn prepare_point(geometry: Geometry, position: u64) -> u64 {
+    geometry.segment_end(position) - geometry.capacity() + geometry.capacity() / 8
 }
 
 impl Drop for Producer {

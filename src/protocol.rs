@@ -120,6 +120,9 @@ pub struct ClaimRecord {
     pub state: AtomicU64,
     /// Aligned length of the claim; meaningful when `state` is not idle.
     pub len: AtomicU64,
+    /// `position | 1` of the last claim of this producer that a reader set out to revoke.
+    /// Written only by readers, read by the producer on each commit (see [`commit`]).
+    pub revoked: AtomicU64,
 }
 
 /// A [`ClaimRecord`] as read.
@@ -144,8 +147,8 @@ impl ClaimRecord {
     pub const IDLE: u64 = 0;
     /// The state between announcing a claim and storing its position.
     pub const UNRESOLVED: u64 = 2;
-    /// Set on a resolved state (`position | 1 | COMMITTING`) by the producer that has won the
-    /// right to publish its claim: no reader may revoke it any more.
+    /// Set on a resolved state (`position | 1 | COMMITTING`) by the producer about to
+    /// publish its claim: a reader that sees it does not revoke the claim.
     pub const COMMITTING: u64 = 4;
 
     /// Reads the record. `Acquire`: pairs with the producer's `Release` stores, so a record
@@ -267,12 +270,20 @@ fn pad_if_empty(word: &AtomicU64, len: u64) -> bool {
 /// reader will ever deliver it.
 ///
 /// A commit and a revocation must never both win, or readers that skipped the padding would
-/// disagree with readers that see the message. They race on the producer's claim record,
-/// not on the frame word: the producer marks its record committing with a compare-and-swap,
-/// and a reader revokes a live claim only by swapping the same record to idle first
-/// ([`unblock`]). The record's line is this producer's alone, so the locked instruction never
-/// waits for a line a consumer is polling; the frame word, which consumers poll, gets a plain
-/// `Release` store.
+/// disagree with readers that see the message. They meet in the producer's claim record, as
+/// in Dekker's algorithm: the producer stores `COMMITTING` into `state`, then reads
+/// `revoked`; a reader stores the claim into `revoked`, then reads `state` (and takes it with
+/// a compare-and-swap, see [`unblock`]). The store→load order each side needs is the
+/// asymmetric barrier that also guards the wake-up: the producer's half costs a compiler
+/// fence, the reader's half is a `membarrier` system call, paid only on a revocation, after
+/// the claim timeout. So at least one of the two sees the other: the producer stores the frame
+/// word only if it saw no revocation (and then the reader sees `COMMITTING` and backs off);
+/// otherwise it pads its own claim, which the reader may have padded already.
+///
+/// The commit thus takes no locked instruction. A locked instruction (a compare-and-swap
+/// here, before) waits for the store buffer to drain, and the store buffer holds this
+/// message's stores to the line the consumer is polling, so it waited for that line to come
+/// back from the consumer's core on every message.
 #[inline(always)]
 pub fn commit(
     word: &AtomicU64,
@@ -282,23 +293,46 @@ pub fn commit(
     barrier: BarrierKind,
 ) -> bool {
     let claimed = record.state.load(Ordering::Relaxed);
-    let won = claimed & 1 == 1
-        && record
-            .state
-            .compare_exchange(
-                claimed,
-                claimed | ClaimRecord::COMMITTING,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_ok();
-    if !won {
+    if claimed & 1 == 0 {
+        // A reader revoked the claim and set the record idle: the frame is its padding.
+        return false;
+    }
+    record
+        .state
+        .store(claimed | ClaimRecord::COMMITTING, Ordering::Relaxed);
+    light_barrier(barrier);
+    if record.revoked.load(Ordering::Relaxed) == claimed {
+        // A reader is revoking this claim (and backs off only if it saw `COMMITTING` first):
+        // either way the frame must not carry the message. Padding it is idempotent.
+        pad_if_empty(word, record.len.load(Ordering::Relaxed));
+        record.state.store(ClaimRecord::IDLE, Ordering::Release);
+        wake.wake_waiters(barrier);
         return false;
     }
     word.store(committed_word, Ordering::Release);
     record.state.store(ClaimRecord::IDLE, Ordering::Release);
     wake.wake_waiters(barrier);
     true
+}
+
+/// A reader's half of the race in [`commit`]: marks the claim at `start` revoked, orders that
+/// store before its next load with the heavy barrier, then takes the record if the producer
+/// has not started committing. True if the claim is the reader's to pad.
+fn revoke(record: &ClaimRecord, start: u64) -> bool {
+    record.revoked.store(start | 1, Ordering::Relaxed);
+    if !heavy_barrier() {
+        // Without the barrier the producer's commit could miss the mark: wait instead.
+        return false;
+    }
+    record
+        .state
+        .compare_exchange(
+            start | 1,
+            ClaimRecord::IDLE,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_ok()
 }
 
 /// Aborts a claim: its whole range becomes padding (unless a reader revoked it already).
@@ -395,20 +429,9 @@ pub fn unblock<'a, M: FrameMemory>(
                 // too without taking the record, which must keep naming the other piece.
                 let crossing = start.saturating_add(len) > geometry.segment_end(start);
                 if producer.alive {
-                    // A live claim is revoked only by winning its record from the producer,
-                    // which marks it committing to publish: one of the two wins, never both.
-                    let revoked = revoke_live
-                        && (crossing
-                            || producer
-                                .record
-                                .state
-                                .compare_exchange(
-                                    start | 1,
-                                    ClaimRecord::IDLE,
-                                    Ordering::AcqRel,
-                                    Ordering::Relaxed,
-                                )
-                                .is_ok());
+                    // A live claim is revoked only through its record, against the producer's
+                    // commit (see [`commit`]): one of the two wins, never both.
+                    let revoked = revoke_live && (crossing || revoke(producer.record, start));
                     if !revoked {
                         return Ok(false);
                     }

@@ -129,14 +129,18 @@ fn retention_by_age_deletes_segments_whose_newest_message_is_old() {
     let mut producer = log.producer().unwrap();
     let mut seq = 0;
     produce_until(&log, &mut producer, &mut seq, 4 * SEGMENT + SEGMENT / 4);
+    // Past an eighth of segment 4, the producer's preparer makes segment 5: its creation
+    // time bounds the age of every message in segment 3. Let it be made before the pause.
+    wait_for("segment 5", Duration::from_secs(5), || {
+        segments(dir.path()).contains(&(5 * SEGMENT))
+    });
     std::thread::sleep(age + Duration::from_millis(100));
     let young = produce_until(&log, &mut producer, &mut seq, 7 * SEGMENT + SEGMENT / 4);
-    // On rotation (the segments made after the pause) or now: segments 0 to 2 were full
-    // before the pause; segment 3 was being written when it began, and segment 4 takes
-    // messages from both sides of it.
+    // On rotation (the segments made after the pause) or now: segments 0 to 3 were full
+    // before the pause, and segment 4 takes messages from both sides of it.
     let report = log.apply_retention().unwrap();
-    assert_eq!(report.earliest, 3 * SEGMENT, "{report:?}");
-    assert_eq!(segments(dir.path())[0], 3 * SEGMENT);
+    assert_eq!(report.earliest, 4 * SEGMENT, "{report:?}");
+    assert_eq!(segments(dir.path())[0], 4 * SEGMENT);
     assert!(log.earliest_position().unwrap() <= young[0]);
     let mut consumer = log.consumer(StartAt::Position(young[0])).unwrap();
     assert_eq!(

@@ -285,10 +285,10 @@ impl Mirror {
         shared.meta.wake().wake_waiters(self.barrier);
         self.link.release(len);
         self.position = position + len as u64;
-        // Past the middle of a segment, have the next one made and mapped off this thread,
-        // as a producer does, so that crossing into it does not stall the mirror.
+        // An eighth into a segment, have the next one made and mapped off this thread, as a
+        // producer does, so that crossing into it does not stall the mirror.
         let index = position / capacity;
-        if self.position % capacity > capacity / 2 && self.prepared_next != index + 1 {
+        if self.position % capacity > capacity / 8 && self.prepared_next != index + 1 {
             self.prepared_next = index + 1;
             self.replica.shared.prepare_segment(index + 1, true);
         }

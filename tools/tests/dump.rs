@@ -296,7 +296,15 @@ fn ten_messages(dir: &std::path::Path) -> Written {
         producer.offer(&[b'f'; 8000]).unwrap();
     }
     positions.push(producer.offer(b"in the second segment").unwrap());
-    assert!(positions[10] >= CAPACITY);
+    assert!(positions[10] >= CAPACITY + CAPACITY / 8);
+    // That claim, past an eighth of segment 1, has the preparer make segment 2: let it
+    // finish, so that every command below sees the same files.
+    let third = segment_path(&path, 2 * CAPACITY, CAPACITY);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !third.exists() {
+        assert!(std::time::Instant::now() < deadline, "segment 2 never made");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     Written {
         path,
         positions,
@@ -326,7 +334,10 @@ fn verify_is_clean_on_a_good_log_and_finds_each_corruption_at_its_position() {
     assert_eq!(clean.len(), 1, "{clean:?}");
     assert_eq!(clean[0]["type"], "summary");
     assert_eq!(clean[0]["problems"], 0);
-    assert_eq!(clean[0]["segments"], 2);
+    // Two segments hold the messages, and the producer has made the next one ahead (see
+    // `ten_messages`).
+    let files = 3;
+    assert_eq!(clean[0]["segments"], files);
 
     // Flip a payload byte of message 2: a CRC mismatch there.
     let flipped = positions[2];
@@ -364,7 +375,7 @@ fn verify_is_clean_on_a_good_log_and_finds_each_corruption_at_its_position() {
         .contains("checksum mismatch"));
     let totals = one(&lines, "summary");
     assert_eq!(totals["problems"], 2);
-    assert_eq!(totals["segments"], 2);
+    assert_eq!(totals["segments"], files);
 
     // The text form names the positions too.
     let output = run0(&["dump", path_text, "--verify"]);
