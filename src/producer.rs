@@ -193,9 +193,7 @@ impl Producer {
                 payload.len(),
             );
         }
-        let committed = self.commit_frame(position, header, payload.len(), kind::DATA);
-        self.after_claim(position);
-        committed
+        self.commit_frame(position, header, payload.len(), kind::DATA)
     }
 
     /// Copies a plain-old-data value into the log as one message.
@@ -333,6 +331,10 @@ impl Producer {
             self.barrier,
         )?;
         self.known_tail = position + frame_len;
+        // Here, not after the commit: a result held across a call is copied through the stack,
+        // and a load of it that spans the stores of its parts waits for the store buffer to
+        // drain — the message's stores to the line the consumer polls included.
+        self.after_claim(position);
         Ok(position)
     }
 
@@ -566,11 +568,8 @@ impl Claim<'_> {
         // SAFETY: the header belongs to this claim until the commit below publishes it.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
         self.done = true;
-        let committed =
-            self.producer
-                .commit_frame(self.position, self.header, self.len, kind::DATA);
-        self.producer.after_claim(self.position);
-        committed
+        self.producer
+            .commit_frame(self.position, self.header, self.len, kind::DATA)
     }
 }
 
@@ -596,7 +595,6 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.producer.abort_frame(self.position, self.frame_len);
-            self.producer.after_claim(self.position);
         }
     }
 }
@@ -682,7 +680,6 @@ impl Batch<'_> {
         self.done = true;
         if self.used == 0 {
             self.producer.abort_frame(self.position, self.frame_len);
-            self.producer.after_claim(self.position);
             return Ok(self.position);
         }
         let used_frame = align_up(FRAME_HEADER_LEN + self.used as u64, FRAME_ALIGNMENT);
@@ -701,11 +698,8 @@ impl Batch<'_> {
         let checksum = self.producer.checksum(payload);
         // SAFETY: as above.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
-        let committed =
-            self.producer
-                .commit_frame(self.position, self.header, self.used, kind::BATCH);
-        self.producer.after_claim(self.position);
-        committed
+        self.producer
+            .commit_frame(self.position, self.header, self.used, kind::BATCH)
     }
 }
 
@@ -713,7 +707,6 @@ impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.producer.abort_frame(self.position, self.frame_len);
-            self.producer.after_claim(self.position);
         }
     }
 }

@@ -187,7 +187,10 @@ pub fn claim<M: FrameMemory>(
     barrier: BarrierKind,
 ) -> Result<u64, Error> {
     debug_assert!(frame_len % FRAME_ALIGNMENT == 0 && frame_len <= geometry.max_frame_len());
-    settle(record, geometry, memory, wake, barrier)?;
+    // Inline, the common case: nothing left over from an earlier call.
+    if record.state.load(Ordering::Relaxed) != ClaimRecord::IDLE {
+        settle(record, geometry, memory, wake, barrier)?;
+    }
     loop {
         announce(record, frame_len);
         let position = reserve(tail, frame_len);
