@@ -361,7 +361,9 @@ impl Log {
         }
         Meta::create(dir, header)?;
         let log = Log::open(dir)?;
-        log.shared.segment(0, true)?;
+        // Made now, so that a full disk is reported here; mapped (and pre-faulted) by the
+        // first handle that uses it, not here, where nothing would keep the mapping.
+        log.shared.map_segment(0, true)?;
         Ok(log)
     }
 

@@ -5,10 +5,10 @@
 //!
 //! A log only grows, so a benchmark that writes for seconds needs gigabytes. Every bench that
 //! writes therefore works in *chunks*: before a chunk is timed, [`FreshLog`] checks that the
-//! chunk fits in the first half of segment 0 of a log with [`CAPACITY`]-byte segments, and
+//! chunk fits in the first eighth of segment 0 of a log with [`CAPACITY`]-byte segments, and
 //! if it does not, deletes that log and creates a new one — outside the timed part. A chunk
-//! thus never crosses the middle of a segment (where a producer asks the preparer thread for
-//! the next segment) nor a segment end, and what is timed is the hot path of a log in steady
+//! thus never crosses the point an eighth into a segment (where a producer asks the preparer
+//! thread for the next segment) nor a segment end, and what is timed is the hot path of a log in steady
 //! state: claim, write, commit into memory that is mapped and pre-faulted, cold in the cache
 //! (as a log's next bytes always are) but with no page fault, no system call and no segment
 //! creation. Creating a 256 MiB segment costs tens of milliseconds untimed, so a bench takes
@@ -28,8 +28,8 @@ use logbus::{Consumer, Log, LogOptions, Producer, StartAt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Segment capacity of the logs the steady-state benches write: 256 MiB, so 128 MiB can be
-/// written before a producer reaches the middle of segment 0.
+/// Segment capacity of the logs the steady-state benches write: 256 MiB, so 32 MiB can be
+/// written before a producer asks for the next segment.
 pub const CAPACITY: u64 = 256 << 20;
 
 /// Payload sizes of the size sweeps.
@@ -66,7 +66,7 @@ pub fn set_bytes(count: usize, payload: usize) -> u64 {
 }
 
 /// A log that is replaced by a new, empty one whenever the next chunk would not fit in the
-/// first half of its first segment (see the module documentation).
+/// first eighth of its first segment (see the module documentation).
 pub struct FreshLog {
     options: LogOptions,
     /// Declared before `dir` so that the log is closed before its directory is deleted.
@@ -98,17 +98,18 @@ impl FreshLog {
         )
     }
 
-    /// Bytes that can still be claimed before the middle of the first segment.
+    /// Bytes that can still be claimed before a producer asks for the next segment, an eighth
+    /// into the first.
     pub fn room(&self) -> u64 {
         match &self.log {
-            Some(log) => (self.options.get_segment_capacity() / 2).saturating_sub(log.tail()),
+            Some(log) => (self.options.get_segment_capacity() / 8).saturating_sub(log.tail()),
             None => 0,
         }
     }
 
     /// The largest number of chunk bytes a fresh log takes.
     pub fn max_chunk_bytes(&self) -> u64 {
-        self.options.get_segment_capacity() / 2
+        self.options.get_segment_capacity() / 8
     }
 
     /// The current log if `bytes` more fit in it; else a new, empty log. Returns whether the
