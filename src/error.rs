@@ -177,6 +177,19 @@ pub enum Error {
         /// Size of the table.
         slots: u32,
     },
+    /// The log has an exclusive producer ([`crate::Log::exclusive_producer`]), which no other
+    /// producer may write beside while it lives.
+    #[error("this log has an exclusive producer (process {pid}): no other producer may write to it while that one lives")]
+    ExclusiveProducer {
+        /// The process holding it.
+        pid: u32,
+    },
+    /// An exclusive producer was asked for while other producers live.
+    #[error("an exclusive producer needs the log to itself, but {count} other producer(s) hold slots of it")]
+    OtherProducers {
+        /// How many.
+        count: usize,
+    },
     /// Every entry of the meta file's consumer table holds a durable cursor.
     #[error("all {slots} entries of this log's consumer table hold durable cursors; remove one with Log::remove_consumer")]
     NoConsumerSlot {

@@ -411,9 +411,33 @@ impl Log {
         }
     }
 
-    /// A new producer: any number may exist, in any number of threads and processes.
+    /// A new producer: any number may exist, in any number of threads and processes (unless
+    /// an exclusive producer holds the log: then [`Error::ExclusiveProducer`]).
     pub fn producer(&self) -> Result<Producer> {
-        Producer::new(self.shared.clone())
+        Producer::new(self.shared.clone(), false)
+    }
+
+    /// A producer that has the log to itself for as long as it lives: no other producer, in
+    /// this process or another, can be made meanwhile ([`Error::ExclusiveProducer`]), and it
+    /// cannot be made while another lives ([`Error::OtherProducers`]). In return its claims
+    /// take no locked instruction: it moves the tail with a plain store instead of an atomic
+    /// add (like Aeron's exclusive publications). Everything else — crash safety, consumers,
+    /// the format — is as for any producer; if its process dies, the log is free again.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut only = log.exclusive_producer()?;
+    /// only.offer(b"fast path")?;
+    /// assert!(matches!(log.producer(), Err(logbus::Error::ExclusiveProducer { .. })));
+    /// drop(only);
+    /// let mut shared = log.producer()?;                 // free again
+    /// assert!(matches!(log.exclusive_producer(), Err(logbus::Error::OtherProducers { count: 1 })));
+    /// shared.offer(b"any number of these")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exclusive_producer(&self) -> Result<Producer> {
+        Producer::new(self.shared.clone(), true)
     }
 
     /// A new consumer reading from `start`, with a position of its own.

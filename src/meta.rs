@@ -41,6 +41,15 @@ pub(crate) struct ProducerSlot {
 }
 
 #[repr(C)]
+struct TailLine {
+    /// The position the next claim will get.
+    tail: AtomicU64,
+    /// Owner word (as in a producer slot) of the process whose exclusive producer has the
+    /// log to itself, 0 if none. Read only when a producer is made.
+    exclusive: AtomicU64,
+}
+
+#[repr(C)]
 struct WakeLine {
     wake: WakeWord,
     /// Count of segments ever published: consumers look here before trying to open one.
@@ -53,7 +62,7 @@ struct WakeLine {
 #[repr(C)]
 struct MetaLayout {
     header: MetaHeader,
-    tail: Line<AtomicU64>,
+    tail: Line<TailLine>,
     wake: Line<WakeLine>,
     /// Position up to which a recovery found every frame whole (see `verify.rs`).
     recovered_to: Line<AtomicU64>,
@@ -206,7 +215,7 @@ impl Meta {
 
     /// The position the next claim will get.
     pub fn tail(&self) -> &AtomicU64 {
-        &self.layout().tail.0
+        &self.layout().tail.0.tail
     }
 
     /// The wake-up word and waiter count.
@@ -229,8 +238,79 @@ impl Meta {
         &self.layout().producers
     }
 
-    /// Takes a free producer slot, or one whose owner process is dead, for this process.
-    pub fn acquire_producer_slot(&self) -> Result<u16> {
+    /// Takes a free producer slot, or one whose owner process is dead, for this process; with
+    /// `exclusive`, also the log itself, for that slot's producer alone (see
+    /// [`Meta::claim_exclusivity`]).
+    pub fn acquire_producer_slot(&self, exclusive: bool) -> Result<u16> {
+        let slot = self.take_producer_slot()?;
+        match self.claim_exclusivity(slot, exclusive) {
+            Ok(()) => Ok(slot),
+            Err(e) => {
+                self.release_producer_slot(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks, for a producer that has just taken `slot`, that no exclusive producer holds
+    /// the log; with `exclusive`, makes this producer the log's exclusive one, which requires
+    /// that no other slot is held by a live producer.
+    ///
+    /// The two kinds check each other in opposite orders — a producer takes its slot, then
+    /// reads the exclusive word; an exclusive one takes the word, then reads every slot — all
+    /// sequentially consistent, so of two racing, at least one sees the other and fails.
+    /// A dead holder's word is taken over (pids are paired with start times, as in slots).
+    fn claim_exclusivity(&self, slot: u16, exclusive: bool) -> Result<()> {
+        let word = &self.layout().tail.0.exclusive;
+        let (pid, start_time) = clock::this_process();
+        let me = owner_word(pid, start_time);
+        let mut current = word.load(Ordering::SeqCst);
+        loop {
+            if current != 0 && owner_alive(current) {
+                return Err(Error::ExclusiveProducer {
+                    pid: split_owner(current).0,
+                });
+            }
+            let next = if exclusive { me } else { 0 };
+            if current == next {
+                break;
+            }
+            match word.compare_exchange(current, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        if !exclusive {
+            return Ok(());
+        }
+        let others = self
+            .producers()
+            .iter()
+            .enumerate()
+            .filter(|&(index, other)| {
+                let owner = other.owner.load(Ordering::SeqCst);
+                index != usize::from(slot) && owner != 0 && owner_alive(owner)
+            })
+            .count();
+        if others > 0 {
+            self.release_exclusivity();
+            return Err(Error::OtherProducers { count: others });
+        }
+        Ok(())
+    }
+
+    /// Lets go of the log's exclusivity, if this process holds it.
+    pub fn release_exclusivity(&self) {
+        let (pid, start_time) = clock::this_process();
+        let _ = self.layout().tail.0.exclusive.compare_exchange(
+            owner_word(pid, start_time),
+            0,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn take_producer_slot(&self) -> Result<u16> {
         let (pid, start_time) = clock::this_process();
         let me = owner_word(pid, start_time);
         for (index, slot) in self.producers().iter().enumerate() {
@@ -242,7 +322,8 @@ impl Meta {
             if claimable
                 && slot
                     .owner
-                    .compare_exchange(owner, me, Ordering::AcqRel, Ordering::Relaxed)
+                    // SeqCst: ordered before the read of the exclusive word that follows.
+                    .compare_exchange(owner, me, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
                 slot.start_time.store(start_time, Ordering::Relaxed);

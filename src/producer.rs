@@ -6,7 +6,7 @@ use crate::format::{
     RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
 };
 use crate::log::Shared;
-use crate::protocol::{self, FrameMemory, Geometry};
+use crate::protocol::{self, FrameMemory, Geometry, Tail};
 use crate::segment::Segment;
 use crate::sync::{producer_barrier_kind, AtomicU64, BarrierKind};
 use crate::{clock, format, Error, Result};
@@ -59,6 +59,9 @@ pub struct Producer {
     max_lag: u64,
     /// Where frame timestamps come from (read only when the log keeps them).
     clock: clock::FrameClock,
+    /// The log's only producer while it lives (`Log::exclusive_producer`): claims move the
+    /// tail with a plain store.
+    exclusive: bool,
 }
 
 /// This producer's mapping of the segment it writes in. The next one comes from the log's
@@ -80,8 +83,8 @@ struct MappedSegment {
 unsafe impl Send for Producer {}
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
-        let slot = shared.meta.acquire_producer_slot()?;
+    pub(crate) fn new(shared: Arc<Shared>, exclusive: bool) -> Result<Producer> {
+        let slot = shared.meta.acquire_producer_slot(exclusive)?;
         shared.start_preparer();
         let geometry = shared.geometry;
         let log_flags = shared.spec.log_flags;
@@ -118,6 +121,7 @@ impl Producer {
             },
             max_lag: shared.meta.policy().bounded_lag,
             clock: clock::FrameClock::new(),
+            exclusive,
             shared,
         };
         // Map the segment the tail is in now, so the first offer does not pay for it.
@@ -321,8 +325,13 @@ impl Producer {
         if self.known_tail > self.claim_until {
             self.check_backpressure()?;
         }
+        let tail = self.shared.meta.tail();
         let position = protocol::claim(
-            self.shared.meta.tail(),
+            if self.exclusive {
+                Tail::Exclusive(tail)
+            } else {
+                Tail::Shared(tail)
+            },
             self.shared.geometry,
             frame_len,
             self.shared.meta.claim_record(self.slot),
@@ -448,6 +457,9 @@ impl Drop for Producer {
             self.shared.meta.release_producer_slot(self.slot);
         } else {
             self.shared.meta.abandon_producer_slot(self.slot);
+        }
+        if self.exclusive {
+            self.shared.meta.release_exclusivity();
         }
     }
 }

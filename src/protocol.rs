@@ -169,7 +169,8 @@ impl ClaimRecord {
 /// Claims `frame_len` bytes (a multiple of 8, at most [`Geometry::max_frame_len`]) and
 /// records the claim in `record`. Returns the claim's position.
 ///
-/// One `fetch_add`, and no retry unless the range would cross a segment end: then both sides
+/// One `fetch_add` (for an `exclusive` producer, the only one the log has, a plain store:
+/// see [`reserve`]), and no retry unless the range would cross a segment end: then both sides
 /// are padded (and waiters woken, since one may wait at either side) and the claim is made
 /// again in the next segment. The range is this claimer's until it commits or aborts, or a
 /// reader revokes it (see [`unblock`]).
@@ -178,7 +179,7 @@ impl ClaimRecord {
 /// and the next call first settles it (pads it) before claiming anew: the log never keeps a
 /// hole that nobody owns.
 pub fn claim<M: FrameMemory>(
-    tail: &AtomicU64,
+    tail: Tail<'_>,
     geometry: Geometry,
     frame_len: u64,
     record: &ClaimRecord,
@@ -217,9 +218,32 @@ pub fn announce(record: &ClaimRecord, frame_len: u64) {
 /// The second step: the one `fetch_add` that takes the range. `Release`: a reader that sees
 /// the tail past this claim (`Acquire`) also sees the announcement (or what followed it), so
 /// it can never take this claim for nobody's.
+///
+/// An `exclusive` producer — the log's only one while it lives, which the meta file enforces
+/// (`Log::exclusive_producer`) — has no claim to race, so it moves the tail with a load and a
+/// `Release` store instead: the same guarantee to readers, without the locked instruction.
+/// That instruction waits for the store buffer to drain, and the store buffer holds the last
+/// message's stores to the line the consumer polls; it was most of an `offer` across
+/// processes once nothing else was in the way.
 #[inline(always)]
-pub fn reserve(tail: &AtomicU64, frame_len: u64) -> u64 {
-    tail.fetch_add(frame_len, Ordering::Release)
+pub fn reserve(tail: Tail<'_>, frame_len: u64) -> u64 {
+    match tail {
+        Tail::Shared(tail) => tail.fetch_add(frame_len, Ordering::Release),
+        Tail::Exclusive(tail) => {
+            let position = tail.load(Ordering::Relaxed);
+            tail.store(position + frame_len, Ordering::Release);
+            position
+        }
+    }
+}
+
+/// The log's tail, as a producer may move it.
+#[derive(Clone, Copy)]
+pub enum Tail<'a> {
+    /// With an atomic add: any number of producers claim at once.
+    Shared(&'a AtomicU64),
+    /// With a plain store: this producer is the log's only one (see [`reserve`]).
+    Exclusive(&'a AtomicU64),
 }
 
 /// The third step: the record says where the claim is. Between `reserve` and this store a

@@ -25,7 +25,7 @@ use logbus::format::{
 };
 use logbus::protocol::{
     abort, announce, claim, commit, pad_rest_of_claim, read_frame, reserve, unblock, ClaimRecord,
-    Claimed, FrameMemory, FrameState, Geometry, ProducerView, WakeWord,
+    Claimed, FrameMemory, FrameState, Geometry, ProducerView, Tail, WakeWord,
 };
 use logbus::sync::{producer_barrier_kind, AtomicU64, Ordering};
 use logbus::Error;
@@ -196,6 +196,8 @@ impl FrameMemory for &ModelLog {
 struct ModelProducer {
     log: Arc<ModelLog>,
     slot: u16,
+    /// The log's only producer: claims move the tail with a plain store.
+    exclusive: bool,
 }
 
 impl ModelProducer {
@@ -203,6 +205,14 @@ impl ModelProducer {
         ModelProducer {
             log: log.clone(),
             slot,
+            exclusive: false,
+        }
+    }
+
+    fn exclusive(log: &Arc<ModelLog>, slot: u16) -> ModelProducer {
+        ModelProducer {
+            exclusive: true,
+            ..ModelProducer::new(log, slot)
         }
     }
 
@@ -215,7 +225,11 @@ impl ModelProducer {
         let log = &*self.log;
         let mut memory = log;
         claim(
-            &log.tail,
+            if self.exclusive {
+                Tail::Exclusive(&log.tail)
+            } else {
+                Tail::Shared(&log.tail)
+            },
             log.geometry,
             claim_len(self.slot),
             self.record(),
@@ -446,6 +460,29 @@ fn a_consumer_reading_during_claims_across_a_segment_end_sees_only_whole_message
                 .into_iter()
                 .map(|producer| producer.join().unwrap())
                 .collect::<Vec<_>>();
+            assert_delivered_exactly(&received, &offered);
+            assert_eq!(consumer.position, log.tail.load(Ordering::Relaxed));
+        });
+    }
+}
+
+/// An exclusive producer (plain stores to the tail) offers two messages from each tail in
+/// [`TAILS_NEAR_SEGMENT_END`], so that one of them crosses the segment end, while a consumer
+/// reads: whenever the consumer finds a frame committed, the message behind it is whole, and
+/// it receives both, exactly once, in order, ending at the tail.
+#[test]
+fn a_consumer_reading_an_exclusive_producers_claims_across_a_segment_end_sees_whole_messages() {
+    for start in TAILS_NEAR_SEGMENT_END {
+        check(Some(4), move || {
+            let log = ModelLog::new(start, 3);
+            let producer = ModelProducer::exclusive(&log, 1);
+            let producing =
+                thread::spawn(move || vec![(1, producer.offer()), (1, producer.offer())]);
+
+            let mut consumer = ModelConsumer::new(&log, start);
+            let received = consumer.receive(2);
+
+            let offered = producing.join().unwrap();
             assert_delivered_exactly(&received, &offered);
             assert_eq!(consumer.position, log.tail.load(Ordering::Relaxed));
         });
@@ -782,7 +819,7 @@ fn a_producer_killed_between_its_fetch_add_and_its_record_never_costs_a_live_mes
         thread::spawn(move || {
             // The library's own first two steps of `claim`, and then the process is gone.
             announce(&dying.records[1], FRAME_LEN);
-            reserve(&dying.tail, FRAME_LEN);
+            reserve(Tail::Shared(&dying.tail), FRAME_LEN);
         })
         .join()
         .unwrap();

@@ -48,6 +48,8 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   processes              benchmark processes running at once (producers + consumers)
   checksums, timestamps  the log's options (null for the socket)
   segment_capacity       the log's segment size in bytes (null for the socket)
+  exclusive              true: the producer was an exclusive one (null for the socket)
+  filesystem             what the log's directory is on, e.g. \"tmpfs, 4 KiB pages\"
   msgs_per_sec           messages per second the slowest consumer saw, from its first
                          batch to its last (median over runs)
   mb_per_sec             the same in 10^6 bytes of payload per second
@@ -76,6 +78,7 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   runs                   runs of each transport; the figures are medians over them
   cores, processes       CPUs this process may use; benchmark processes (2)
   checksums, timestamps, segment_capacity   the logs' options (null for the socket)
+  exclusive, filesystem  exclusive producers or not; what the logs' directory is on
   p50_ns, p90_ns, p99_ns, p999_ns, p9999_ns, max_ns, mean_ns
                          round-trip time in nanoseconds at that percentile (p999 is
                          99.9%), the largest and the mean: each the median over runs
@@ -250,6 +253,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_timestamps: bool,
 
+    /// Make each producer with Log::exclusive_producer: its log's only producer, whose claims
+    /// take no locked instruction (throughput: with --producers 1 only).
+    #[arg(long)]
+    pub exclusive: bool,
+
     /// Print one JSON object per line, one per transport, instead of a table (--help lists
     /// the fields).
     #[arg(long)]
@@ -285,6 +293,39 @@ impl CommonArgs {
             .prefix(prefix)
             .tempdir_in(&base)
             .with_context(|| format!("making a temporary directory in {}", base.display()))
+    }
+}
+
+/// What a directory's logs live on, for the header of a benchmark: the file system type and,
+/// for tmpfs, whether its files get huge pages (its `huge=` mount option) — making and
+/// mapping 4 KiB pages costs about ten times as much per byte, and bounds what a log can
+/// take in (see `benches/supply.rs`).
+pub fn filesystem(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // The mount point that is the longest prefix of the directory is the one it is on.
+    let found = mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() >= 4 && dir.starts_with(fields[1]))
+                .then(|| (fields[1], fields[2], fields[3]))
+        })
+        .max_by_key(|(point, _, _)| point.len());
+    match found {
+        Some((_, "tmpfs", options)) => {
+            let huge = options
+                .split(',')
+                .find_map(|option| option.strip_prefix("huge="))
+                .unwrap_or("never");
+            if huge == "never" {
+                "tmpfs, 4 KiB pages".to_string()
+            } else {
+                format!("tmpfs, huge={huge} (2 MiB pages)")
+            }
+        }
+        Some((_, kind, _)) => kind.to_string(),
+        None => "unknown file system".to_string(),
     }
 }
 

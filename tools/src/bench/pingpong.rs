@@ -104,6 +104,9 @@ pub struct PeerArgs {
     /// Microseconds ping waits between round trips.
     #[arg(long, default_value_t = 0)]
     pub gap: u64,
+    /// Make the producer with Log::exclusive_producer.
+    #[arg(long)]
+    pub exclusive: bool,
 }
 
 /// The percentiles reported, as (name in tables, name in JSON, quantile).
@@ -232,15 +235,21 @@ fn header(args: &PingpongArgs, out: &mut impl Write) -> Result<()> {
     let on = |off: bool| if off { "off" } else { "on" };
     writeln!(
         out,
-        "logbus:     two logs in {}, {} segments, CRC32C {}, timestamps {}",
+        "logbus:     two logs in {} ({}), {} segments, CRC32C {}, timestamps {}{}",
         args.common
             .dir
             .clone()
             .unwrap_or_else(super::default_base)
             .display(),
+        super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base)),
         units::binary_bytes(args.common.segment_capacity),
         on(args.common.no_checksums),
         on(args.common.no_timestamps),
+        if args.common.exclusive {
+            ", exclusive producers"
+        } else {
+            ""
+        },
     )?;
     writeln!(
         out,
@@ -349,6 +358,8 @@ fn summary(
                 "checksums": logbus.then_some(options.get_checksums()),
                 "timestamps": logbus.then_some(options.get_timestamps()),
                 "segment_capacity": logbus.then_some(options.get_segment_capacity()),
+                "exclusive": logbus.then_some(args.common.exclusive),
+                "filesystem": logbus.then(|| super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base))),
                 "max_ns": figures[PERCENTILES.len()],
                 "mean_ns": figures[PERCENTILES.len() + 1],
                 "p50_ns_runs": p50s,
@@ -460,6 +471,9 @@ fn run_once(args: &PingpongArgs, transport: Transport, deadline: Instant) -> Res
         for path in &paths {
             child_args.push("--path".into());
             child_args.push(path.into());
+        }
+        if args.common.exclusive {
+            child_args.push("--exclusive".into());
         }
         Worker::spawn(format!("{} {role_name}", transport.name()), &child_args)
     };
@@ -662,7 +676,12 @@ fn peer_log(
     };
     let send_log = Log::open(send_path).context("opening the log to send into")?;
     let receive_log = Log::open(receive_path).context("opening the log to read")?;
-    let mut producer = send_log.producer().context("making a producer")?;
+    let mut producer = if args.exclusive {
+        send_log.exclusive_producer()
+    } else {
+        send_log.producer()
+    }
+    .context("making a producer")?;
     let mut consumer = receive_log
         .consumer(StartAt::Earliest)
         .context("making a consumer")?;

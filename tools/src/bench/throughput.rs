@@ -126,6 +126,9 @@ pub struct ProducerArgs {
     /// Messages per message set (logbus).
     #[arg(long, default_value_t = 1)]
     pub batch: u32,
+    /// Make the producer with Log::exclusive_producer.
+    #[arg(long)]
+    pub exclusive: bool,
 }
 
 /// How many of `messages` producer `id` of `producers` sends.
@@ -149,6 +152,10 @@ pub fn run(args: &ThroughputArgs) -> Result<()> {
     let transports = args.common.transport.list();
     let mut out = std::io::stdout();
     let processes = (args.producers + args.consumers) as usize;
+    ensure!(
+        !args.common.exclusive || args.producers == 1,
+        "--exclusive needs --producers 1: an exclusive producer is its log's only one"
+    );
     if !args.common.json {
         header(args, processes, &mut out)?;
     }
@@ -220,15 +227,21 @@ fn header(args: &ThroughputArgs, processes: usize, out: &mut impl Write) -> Resu
     let on = |off: bool| if off { "off" } else { "on" };
     writeln!(
         out,
-        "logbus:     a log in {}, {} segments, CRC32C {}, timestamps {}; consumers {}",
+        "logbus:     a log in {} ({}), {} segments, CRC32C {}, timestamps {}{}; consumers {}",
         args.common
             .dir
             .clone()
             .unwrap_or_else(super::default_base)
             .display(),
+        super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base)),
         units::binary_bytes(args.common.segment_capacity),
         on(args.common.no_checksums),
         on(args.common.no_timestamps),
+        if args.common.exclusive {
+            ", an exclusive producer"
+        } else {
+            ""
+        },
         match args.wait {
             Wait::Spin => "busy-poll (--wait spin)",
             Wait::Futex => "spin briefly, then sleep on the futex (--wait futex)",
@@ -306,6 +319,8 @@ fn summary(
                 "checksums": logbus.then_some(options.get_checksums()),
                 "timestamps": logbus.then_some(options.get_timestamps()),
                 "segment_capacity": logbus.then_some(options.get_segment_capacity()),
+                "exclusive": logbus.then_some(args.common.exclusive),
+                "filesystem": logbus.then(|| super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base))),
                 "msgs_per_sec": finite(*rate),
                 "mb_per_sec": finite(rate * args.size as f64 / 1e6),
                 "msgs_per_sec_runs": rates.iter().map(|&r| finite(r)).collect::<Vec<_>>(),
@@ -426,6 +441,9 @@ fn run_once(args: &ThroughputArgs, transport: Transport, deadline: Instant) -> R
         for path in &producer_paths {
             child_args.push("--path".into());
             child_args.push(path.into());
+        }
+        if args.common.exclusive {
+            child_args.push("--exclusive".into());
         }
         producers.push(Worker::spawn(
             format!("{} producer {id}", transport.name()),
@@ -818,7 +836,12 @@ fn stamp(buf: &mut [u8], sequence: u64) {
 fn produce_log(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Result<Duration> {
     let path = args.path.first().context("no log path")?;
     let log = Log::open(path).context("opening the log")?;
-    let mut producer = log.producer().context("making a producer")?;
+    let mut producer = if args.exclusive {
+        log.exclusive_producer()
+    } else {
+        log.producer()
+    }
+    .context("making a producer")?;
     writeln!(out, "ready key={}", producer.slot())?;
     wait_for_go()?;
     let start = Instant::now();
