@@ -6,7 +6,7 @@ use crate::format::{
 };
 use crate::log::Shared;
 use crate::protocol::{read_frame, FrameState, Geometry};
-use crate::segment::Segment;
+use crate::segment::{Prefault, Segment};
 use crate::sync::{AtomicU64, Ordering};
 use crate::verify::unblock_if_stalled;
 use crate::{format, Error, Result};
@@ -773,7 +773,7 @@ impl Consumer {
         {
             return Ok(false);
         }
-        let Some(segment) = self.shared.segment(index, false)? else {
+        let Some(segment) = self.shared.segment(index, false, Prefault::Read)? else {
             // Published once, gone now: deleted by retention if it lies before the earliest
             // segment, else lost — either way waiting would never end.
             let earliest = self.shared.earliest_position()?;

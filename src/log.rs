@@ -675,13 +675,18 @@ impl Shared {
     }
 
     /// The mapped segment with this index, shared by every handle of this process, its page
-    /// tables filled for writing (`create`: a producer's) or for reading. With `create`, a
+    /// tables filled for `prefault` (a producer's writing, or reading). With `create`, a
     /// missing segment is created; without, a missing one is `None`.
     ///
     /// The cache's lock is held only to look up and insert: creating and mapping a segment
     /// take milliseconds, and a handle of this process switching to a segment that is ready
     /// must not wait for the preparer making the next one.
-    pub fn segment(&self, index: u64, create: bool) -> Result<Option<Arc<Segment>>> {
+    pub fn segment(
+        &self,
+        index: u64,
+        create: bool,
+        prefault: Prefault,
+    ) -> Result<Option<Arc<Segment>>> {
         let segment = match self.cached_segment(index) {
             Some(segment) => segment,
             None => match self.map_segment(index, create)? {
@@ -702,11 +707,7 @@ impl Shared {
                 None => return Ok(None),
             },
         };
-        segment.prefault(if create {
-            Prefault::Write
-        } else {
-            Prefault::Read
-        });
+        segment.prefault(prefault);
         Ok(Some(segment))
     }
 
@@ -906,7 +907,7 @@ impl Shared {
 
     /// An upper bound of the claim times of the messages in segment `bases[i]`, or `None`
     /// if it cannot be known yet. A segment two or more after it was made only once the tail
-    /// had entered the one before (an eighth into it), so after every claim in this one; without
+    /// had entered the one before, so after every claim in this one; without
     /// such a segment, the newest timestamp of its messages (all of them committed or
     /// padded, else unknown).
     fn newest_claim_ns(&self, bases: &[u64], i: usize) -> Option<u64> {

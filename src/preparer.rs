@@ -12,7 +12,7 @@
 //! time, never correctness.
 
 use crate::log::Shared;
-use crate::segment::Segment;
+use crate::segment::{Prefault, Segment};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 
@@ -162,10 +162,16 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
             let Some(shared) = log.upgrade() else { return };
             // A failure (a full disk, say) is left for the claim that needs the segment to
             // report; this is only the early attempt.
-            let prepared = shared.segment(index, create).ok().flatten();
+            // A segment made ahead is for a producer (or mirror) of this process to write in.
+            let prefault = if create {
+                Prefault::Write
+            } else {
+                Prefault::Read
+            };
+            let prepared = shared.segment(index, create, prefault).ok().flatten();
             if create && shared.meta.policy().retains() {
                 // Rotation: a new segment is made (or was made by another process) as the
-                // tail is an eighth into the one before. Like the creation, a failure is
+                // tail enters the one before. Like the creation, a failure is
                 // left for the next pass (or `Log::apply_retention`) to meet again.
                 let _ = shared.apply_retention();
             }

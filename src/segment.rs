@@ -14,6 +14,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 
 /// What every segment of one log shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +37,9 @@ pub(crate) struct Segment {
     map: MmapRaw,
     path: PathBuf,
     /// The most this process's page tables were filled for: 0 not at all, else a
-    /// [`Prefault`] as `u8`.
-    prefaulted: AtomicU8,
+    /// [`Prefault`] as `u8`. Behind a lock, so that a handle that needs the segment while
+    /// the preparer is still filling them waits for that instead of doing it again.
+    prefaulted: Mutex<u8>,
 }
 
 /// What a process will do with a mapped segment, so that its page tables can be filled for
@@ -73,7 +75,8 @@ impl Segment {
     /// done already (by this or another handle of the process). Advisory: a failure only
     /// leaves the faults for later.
     pub fn prefault(&self, use_: Prefault) {
-        if self.prefaulted.load(Ordering::Relaxed) >= use_ as u8 {
+        let mut prefaulted = self.prefaulted.lock().unwrap_or_else(|e| e.into_inner());
+        if *prefaulted >= use_ as u8 {
             return;
         }
         let len = self.map.len();
@@ -94,7 +97,7 @@ impl Segment {
                 byte.load(Ordering::Relaxed);
             }
         }
-        self.prefaulted.fetch_max(use_ as u8, Ordering::Relaxed);
+        *prefaulted = use_ as u8;
     }
 
     /// Start of the data area. Valid for `capacity` bytes while `self` lives; 4096-aligned.
@@ -287,7 +290,7 @@ fn map(file: File, path: PathBuf, spec: &SegmentSpec) -> Result<Segment> {
     Ok(Segment {
         map,
         path,
-        prefaulted: AtomicU8::new(0),
+        prefaulted: Mutex::new(0),
     })
 }
 

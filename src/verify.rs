@@ -15,7 +15,7 @@ use crate::format::{self, kind, FrameHeader, FRAME_HEADER_LEN};
 use crate::inspect::SegmentFile;
 use crate::log::{list_segments, Shared};
 use crate::protocol::{self, read_frame, FrameMemory, FrameState};
-use crate::segment::Segment;
+use crate::segment::{Prefault, Segment};
 use crate::sync::{AtomicU64, Ordering};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -418,7 +418,7 @@ impl<'a> SegmentWords<'a> {
             .as_ref()
             .is_none_or(|(mapped, _)| *mapped != index)
         {
-            match self.shared.segment(index, false)? {
+            match self.shared.segment(index, false, Prefault::Read)? {
                 Some(segment) => self.mapped = Some((index, segment)),
                 None => return Ok(None),
             }
@@ -436,9 +436,11 @@ impl FrameMemory for SegmentWords<'_> {
             .as_ref()
             .is_none_or(|(mapped, _)| *mapped != index)
         {
+            // Readers that pad (recovery, a stalled consumer) write a word now and then: the
+            // page tables are filled for reading, not for a producer's stream of writes.
             let segment = self
                 .shared
-                .segment(index, true)?
+                .segment(index, true, Prefault::Read)?
                 .expect("segment() with create always returns one");
             self.mapped = Some((index, segment));
         }

@@ -129,7 +129,7 @@ fn retention_by_age_deletes_segments_whose_newest_message_is_old() {
     let mut producer = log.producer().unwrap();
     let mut seq = 0;
     produce_until(&log, &mut producer, &mut seq, 4 * SEGMENT + SEGMENT / 4);
-    // Past an eighth of segment 4, the producer's preparer makes segment 5: its creation
+    // Once in segment 4, the producer's preparer makes segment 5: its creation
     // time bounds the age of every message in segment 3. Let it be made before the pause.
     wait_for("segment 5", Duration::from_secs(5), || {
         segments(dir.path()).contains(&(5 * SEGMENT))

@@ -7,7 +7,7 @@
 //! writes therefore works in *chunks*: before a chunk is timed, [`FreshLog`] checks that the
 //! chunk fits in the first eighth of segment 0 of a log with [`CAPACITY`]-byte segments, and
 //! if it does not, deletes that log and creates a new one — outside the timed part. A chunk
-//! thus never crosses the point an eighth into a segment (where a producer asks the preparer
+//! thus never crosses the point an eighth into a log's first segment (where a producer asks the preparer
 //! thread for the next segment) nor a segment end, and what is timed is the hot path of a log in steady
 //! state: claim, write, commit into memory that is mapped and pre-faulted, cold in the cache
 //! (as a log's next bytes always are) but with no page fault, no system call and no segment

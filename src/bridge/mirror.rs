@@ -9,7 +9,7 @@ use crate::format::{
 };
 use crate::inspect::SegmentFile;
 use crate::meta::{Meta, CONSUMER_SLOTS, PRODUCER_SLOTS};
-use crate::segment::Segment;
+use crate::segment::{Prefault, Segment};
 use crate::sync::{producer_barrier_kind, BarrierKind};
 use crate::{Error, Log};
 use std::fs::File;
@@ -305,7 +305,7 @@ impl Mirror {
         let segment = self
             .replica
             .shared
-            .segment(index, true)?
+            .segment(index, true, Prefault::Write)?
             .expect("created if missing");
         if let Some((_, old)) = self.current.replace((index, segment)) {
             self.replica.shared.retire_segment(old);
@@ -424,7 +424,9 @@ fn create_replica(dir: &Path, info: &LogInfo, start: u64) -> Result<Log> {
     let replica = Log::open(dir)?;
     replica.shared.meta.tail().store(start, Ordering::Release);
     let capacity = info.segment_capacity;
-    replica.shared.segment(start / capacity, true)?;
+    replica
+        .shared
+        .segment(start / capacity, true, Prefault::Write)?;
     Ok(replica)
 }
 
