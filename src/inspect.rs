@@ -369,6 +369,19 @@ impl MetaFile {
         Ok(last)
     }
 
+    /// The process whose exclusive producer ([`crate::Log::exclusive_producer`]) holds the
+    /// log, as its pid and whether it still runs; `None` if no producer is exclusive.
+    pub fn exclusive_holder(&self) -> Result<Option<(u32, bool)>> {
+        let owner = self.read_u64(crate::meta::offsets::EXCLUSIVE)?;
+        if owner == 0 {
+            return Ok(None);
+        }
+        let (pid, start_low) = (owner as u32, (owner >> 32) as u32);
+        let alive =
+            crate::clock::process_start_time(pid).is_some_and(|start| start as u32 == start_low);
+        Ok(Some((pid, alive)))
+    }
+
     /// The producer slots in use, live or dead, with their claims in flight.
     pub fn producers(&self) -> Result<Vec<SlotView>> {
         use crate::meta::offsets::*;

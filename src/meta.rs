@@ -78,6 +78,7 @@ pub(crate) mod offsets {
     use super::{CursorEntry, MetaLayout, ProducerSlot};
     use std::mem::{offset_of, size_of};
     pub const TAIL: u64 = offset_of!(MetaLayout, tail) as u64;
+    pub const EXCLUSIVE: u64 = TAIL + std::mem::offset_of!(super::TailLine, exclusive) as u64;
     pub const PRODUCERS: u64 = offset_of!(MetaLayout, producers) as u64;
     pub const PRODUCER_SLOT: u64 = size_of::<ProducerSlot>() as u64;
     pub const SLOT_OWNER: usize = offset_of!(ProducerSlot, owner);

@@ -55,7 +55,8 @@ JSON (--json): one object per line, its kind in \"type\"; these field names are 
   log          path, format_version, log_id (32 hex digits), created, created_ns,
                segment_capacity, checksums, timestamps, file_mode (octal text, \"0600\"), tail,
                earliest_position, segment_files, producer_slots, consumer_slots,
-               producers_in_use, durable_cursors (true: consumer lines follow)
+               producers_in_use, exclusive_pid (the process whose exclusive producer
+               holds the log, or null), durable_cursors (true: consumer lines follow)
   producer     slot, pid, alive, start_time (clock ticks since boot), acquired, acquired_ns,
                claim_position, claim_length (its claim in flight; null if none)
   consumer     name, position (committed), lag (tail - position), holder (pid or null),
@@ -197,6 +198,7 @@ struct LogLine {
     producer_slots: u32,
     consumer_slots: u32,
     producers_in_use: usize,
+    exclusive_pid: Option<u32>,
     durable_cursors: bool,
 }
 
@@ -384,8 +386,12 @@ impl Out {
                 )?;
                 writeln!(
                     w,
-                    "producers  {} of {} slots in use",
-                    l.producers_in_use, l.producer_slots
+                    "producers  {} of {} slots in use{}",
+                    l.producers_in_use,
+                    l.producer_slots,
+                    l.exclusive_pid.map_or(String::new(), |pid| format!(
+                        "; exclusive to the producer of pid {pid}"
+                    ))
                 )?;
             }
             Line::Producer(p) => {
@@ -704,6 +710,7 @@ impl<'a> Dump<'a> {
             producer_slots: header.producer_slots,
             consumer_slots: header.consumer_slots,
             producers_in_use: producers.len(),
+            exclusive_pid: meta.exclusive_holder()?.map(|(pid, _)| pid),
             durable_cursors: true,
         }))?;
         for p in &producers {

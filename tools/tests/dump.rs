@@ -661,3 +661,30 @@ fn dump_lists_durable_cursors_with_their_lag() {
     let text = ok(&run0(&["dump", &path, "--payload", "none"]));
     assert!(text.contains("consumer   billing"), "{text}");
 }
+
+#[test]
+fn an_exclusive_producer_is_named_by_its_process() {
+    let dir = tempdir();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &LogOptions::new().segment_capacity(CAPACITY)).unwrap();
+    let path_text = path.to_str().unwrap();
+    let before = json_lines(&ok(&run0(&["dump", path_text, "--json"])));
+    assert_eq!(one(&before, "log")["exclusive_pid"], Value::Null);
+
+    let mut only = log.exclusive_producer().unwrap();
+    only.offer(b"alone").unwrap();
+    let held = json_lines(&ok(&run0(&["dump", path_text, "--json"])));
+    assert_eq!(one(&held, "log")["exclusive_pid"], std::process::id());
+    let (stdout, _) = text(&run0(&["dump", path_text]));
+    assert!(
+        stdout.contains(&format!(
+            "exclusive to the producer of pid {}",
+            std::process::id()
+        )),
+        "{stdout}"
+    );
+
+    drop(only);
+    let after = json_lines(&ok(&run0(&["dump", path_text, "--json"])));
+    assert_eq!(one(&after, "log")["exclusive_pid"], Value::Null);
+}
