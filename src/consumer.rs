@@ -8,7 +8,7 @@ use crate::log::Shared;
 use crate::protocol::{read_frame, FrameState, Geometry};
 use crate::segment::{Prefault, Segment};
 use crate::sync::{AtomicU64, Ordering};
-use crate::verify::unblock_if_stalled;
+use crate::verify::{unblock_if_stalled, Stall};
 use crate::{format, Error, Result};
 use crossbeam_utils::Backoff;
 use std::sync::Arc;
@@ -160,7 +160,7 @@ pub struct Consumer {
     batch: Option<BatchCursor>,
     verify_checksums: bool,
     /// Where the consumer found an uncommitted claim behind the tail, and since when.
-    stall: Option<(u64, Instant)>,
+    stall: Option<Stall>,
     /// Empty polls since the last look at the tail for a stall.
     empty_polls: u32,
     claim_timeout: Duration,

@@ -345,6 +345,16 @@ fn cut_off(shared: &Arc<Shared>, memory: &mut SegmentWords<'_>, cut: u64) -> Res
 /// producer commits in far less, so below this no slot table is read and no process checked.
 const STALL_GRACE: Duration = Duration::from_millis(1);
 
+/// A reader's memory of a stall: where it waits, since when, and when it may next look at the
+/// producer table (at most once per [`STALL_GRACE`]: each look reads `/proc` for every live
+/// producer, and a reader may be asked again every few microseconds).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stall {
+    position: u64,
+    since: Instant,
+    next_look: Instant,
+}
+
 /// Called by a reader (a consumer, the bridge) that found nothing committed at `position`:
 /// if the tail is past it and the claim there has stayed uncommitted past the grace period,
 /// asks the protocol to pad it when its owner is dead (or has held it past `claim_timeout`).
@@ -353,7 +363,7 @@ const STALL_GRACE: Duration = Duration::from_millis(1);
 pub(crate) fn unblock_if_stalled(
     shared: &Arc<Shared>,
     position: u64,
-    stall: &mut Option<(u64, Instant)>,
+    stall: &mut Option<Stall>,
     claim_timeout: Duration,
 ) -> Result<bool> {
     if shared.meta.tail().load(Ordering::Acquire) <= position {
@@ -361,17 +371,26 @@ pub(crate) fn unblock_if_stalled(
         return Ok(false);
     }
     let now = Instant::now();
-    let since = match *stall {
-        Some((at, since)) if at == position => since,
+    let current = match *stall {
+        Some(current) if current.position == position => current,
         _ => {
-            *stall = Some((position, now));
-            now
+            let new = Stall {
+                position,
+                since: now,
+                next_look: now + STALL_GRACE,
+            };
+            *stall = Some(new);
+            new
         }
     };
-    let stalled = now - since;
-    if stalled < STALL_GRACE {
+    if now < current.next_look {
         return Ok(false);
     }
+    *stall = Some(Stall {
+        next_look: now + STALL_GRACE,
+        ..current
+    });
+    let stalled = now - current.since;
     let unblocked = match protocol::unblock(
         position,
         shared.meta.tail(),

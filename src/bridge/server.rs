@@ -454,7 +454,7 @@ struct SegState {
     /// Offset in the data area up to which every frame is committed.
     walked: Cell<u64>,
     /// Since when the walk has stopped at the same uncommitted frame with the tail past it.
-    stall: Cell<Option<(u64, Instant)>>,
+    stall: Cell<Option<crate::verify::Stall>>,
 }
 
 impl LogState {
