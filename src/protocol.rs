@@ -400,8 +400,10 @@ pub struct ProducerView<'a> {
 ///
 /// * The claim covering `position` is in a record: if its owner is dead, or `revoke_live`
 ///   (the owner is alive but has held the claim past the reader's timeout), its piece in
-///   this segment is padded, with a compare-and-swap from zero so that a commit racing it
-///   either wins or fails; a revoked live producer learns it from [`commit`].
+///   this segment is padded, with a compare-and-swap from zero (a dead producer may have
+///   committed it just before dying; a revoked one pads its claim itself too). A live claim
+///   is revoked only by winning the race described at [`commit`], where its producer learns
+///   it.
 /// * No record covers it: its claimer has not stored its position yet (or died before it
 ///   could). If no producer in that state is alive, everything from `position` to the next
 ///   non-zero word (or the next claim a record names, or the tail, or the segment end) was
