@@ -192,6 +192,10 @@ const POLLS_BETWEEN_STALL_CHECKS: u32 = 256;
 const STALLED_SLEEP: Duration = Duration::from_millis(10);
 const IDLE_SLEEP: Duration = Duration::from_millis(50);
 /// Default for [`Consumer::set_claim_timeout`].
+///
+/// ```
+/// assert_eq!(logbus::DEFAULT_CLAIM_TIMEOUT, std::time::Duration::from_secs(2));
+/// ```
 pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct MappedSegment {

@@ -50,7 +50,7 @@ mod segment;
 mod verify;
 
 #[cfg(not(loom))]
-pub use consumer::{Consumer, Message, StartAt};
+pub use consumer::{Consumer, Message, StartAt, DEFAULT_CLAIM_TIMEOUT};
 pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use log::{ConsumerInfo, Log, LogOptions, RetentionReport};
