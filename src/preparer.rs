@@ -141,6 +141,10 @@ impl Drop for Preparer {
 }
 
 fn run(inner: &Inner, log: &Weak<Shared>) {
+    // Once per process and log, off every handle's path: what dead creators left behind.
+    if let Some(shared) = log.upgrade() {
+        crate::segment::remove_stale_temporaries(&shared.dir);
+    }
     // Swapped with the shared list, so that both keep their room and a hand-over allocates
     // nothing.
     let mut retired = Vec::with_capacity(2 * HELD_SEGMENTS);

@@ -305,6 +305,46 @@ pub(crate) fn temporary_path(dir: &Path, final_name: &str) -> PathBuf {
     dir.join(format!(".tmp-{}-{n}-{final_name}", std::process::id()))
 }
 
+/// How old a temporary file of a process that no longer runs must be before it is removed:
+/// far longer than making a file takes, so that a new process that got the same pid and is
+/// making a file of the same name right now is never disturbed.
+const STALE_TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes the temporary files (see [`temporary_path`]) that processes which no longer run
+/// left in `dir` when they died or exited while making a segment or meta file: on a tmpfs each
+/// holds a whole segment's memory, and nothing else would ever free it. Returns how many.
+/// Best effort: a file that cannot be read or removed is left.
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(".tmp-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMPORARY_AGE);
+        if old_enough
+            && crate::clock::process_start_time(pid).is_none()
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Creates `path` exclusively with exactly `mode` and reserves `len` bytes of real storage,
 /// so that writing through a mapping later can never hit a full disk (no SIGBUS).
 pub(crate) fn create_sized(path: &Path, len: u64, mode: u32) -> Result<File> {

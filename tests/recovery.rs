@@ -230,3 +230,48 @@ fn a_tail_far_past_the_segment_files_creates_no_files_and_comes_back() {
     assert_eq!(read_all(&log).len(), 30);
     assert_eq!(log.producer().unwrap().offer(b"next").unwrap(), CAPACITY);
 }
+
+/// A process that dies (or exits) while its preparer thread makes a segment leaves that
+/// segment's temporary file, which on a tmpfs holds a whole segment's memory. The next
+/// process to use the log removes it — but only once it is old and its process is gone.
+#[test]
+fn temporary_files_of_processes_that_no_longer_run_are_removed() {
+    let dir = common::tempdir();
+    drop(Log::create(dir.path(), &LogOptions::new().segment_capacity(CAPACITY)).unwrap());
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let make = |name: String, old: bool| {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(CAPACITY).unwrap();
+        if old {
+            file.set_modified(long_ago).unwrap();
+        }
+        path
+    };
+    let stale = make(format!(".tmp-{dead}-0-{:020}.seg", CAPACITY), true);
+    let recent = make(format!(".tmp-{dead}-1-{:020}.seg", 2 * CAPACITY), false);
+    let live = make(
+        format!(".tmp-{}-0-{:020}.seg", std::process::id(), 3 * CAPACITY),
+        true,
+    );
+
+    let log = Log::open(dir.path()).unwrap();
+    let mut producer = log.producer().unwrap(); // starts this process's preparer thread
+    producer.offer(b"x").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stale.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale file was never removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(recent.exists(), "a recent temporary file was removed");
+    assert!(
+        live.exists(),
+        "a running process's temporary file was removed"
+    );
+}
