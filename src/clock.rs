@@ -54,10 +54,11 @@ impl FrameClock {
     /// Nanoseconds since the Unix epoch.
     #[inline(always)]
     pub fn now_ns(&mut self) -> u64 {
-        let elapsed = self
-            .ticks
-            .delta_as_nanos(self.anchor_ticks, self.ticks.raw());
-        if elapsed >= REANCHOR_NS {
+        let raw = self.ticks.raw();
+        let elapsed = self.ticks.delta_as_nanos(self.anchor_ticks, raw);
+        // A count behind the anchor (another CPU's TSC, a resume) would read as no time at
+        // all, for as long as it stays behind: take a new anchor instead.
+        if elapsed >= REANCHOR_NS || raw < self.anchor_ticks {
             return self.reanchor();
         }
         self.anchor_ns + elapsed
@@ -83,13 +84,20 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// This process's pid and start time, read once.
+/// This process's pid and start time, read once per process: a child made by `fork` has a
+/// pid of its own, and must not act under its parent's identity (release its slots, say).
 pub fn this_process() -> (u32, u64) {
-    static ME: OnceLock<(u32, u64)> = OnceLock::new();
-    *ME.get_or_init(|| {
-        let pid = std::process::id();
-        (pid, process_start_time(pid).unwrap_or(0))
-    })
+    static ME: std::sync::Mutex<Option<(u32, u64)>> = std::sync::Mutex::new(None);
+    let pid = std::process::id();
+    let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
+    match *me {
+        Some((known, start)) if known == pid => (known, start),
+        _ => {
+            let found = (pid, process_start_time(pid).unwrap_or(0));
+            *me = Some(found);
+            found
+        }
+    }
 }
 
 #[cfg(test)]

@@ -313,6 +313,10 @@ pub(crate) struct Shared {
     pub spec: SegmentSpec,
     pub geometry: Geometry,
     segments: Mutex<HashMap<u64, Weak<Segment>>>,
+    /// Held while this process makes a segment file, so that a handle that needs the segment
+    /// the preparer is making waits for it instead of making (and `fallocate`ing) a second
+    /// copy — which on a nearly full file system could fail where the first succeeds.
+    creating: Mutex<()>,
     preparer: Preparer,
     recovery: std::sync::OnceLock<RecoveryReport>,
 }
@@ -386,6 +390,7 @@ impl Log {
                 spec,
                 geometry: Geometry::new(header.segment_capacity),
                 segments: Mutex::new(HashMap::new()),
+                creating: Mutex::new(()),
                 preparer: Preparer::new(),
                 recovery: std::sync::OnceLock::new(),
             }),
@@ -687,7 +692,16 @@ impl Shared {
         create: bool,
         prefault: Prefault,
     ) -> Result<Option<Arc<Segment>>> {
-        let segment = match self.cached_segment(index) {
+        let cached = self.cached_segment(index);
+        // Making a segment: one at a time in this process, and looked up again once it is
+        // this caller's turn (the maker before it may have made this very one).
+        let making = (cached.is_none() && create)
+            .then(|| self.creating.lock().unwrap_or_else(|e| e.into_inner()));
+        let cached = match (cached, &making) {
+            (None, Some(_)) => self.cached_segment(index),
+            (cached, _) => cached,
+        };
+        let segment = match cached {
             Some(segment) => segment,
             None => match self.map_segment(index, create)? {
                 Some(mapped) => {
@@ -707,6 +721,7 @@ impl Shared {
                 None => return Ok(None),
             },
         };
+        drop(making);
         segment.prefault(prefault);
         Ok(Some(segment))
     }

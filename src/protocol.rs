@@ -22,8 +22,8 @@
 
 use crate::format::{padding_word, FrameWord, FRAME_ALIGNMENT};
 use crate::sync::{
-    futex_wait, futex_wake_all, heavy_barrier, light_barrier, AtomicU32, AtomicU64, BarrierKind,
-    Ordering,
+    barrier_orders_producers, futex_wait, futex_wake_all, heavy_barrier, light_barrier, AtomicU32,
+    AtomicU64, BarrierKind, Ordering,
 };
 use crate::Error;
 use std::time::{Duration, Instant};
@@ -342,13 +342,29 @@ pub fn commit(
     true
 }
 
+/// Marks the claim at `start` of `record`'s producer as being revoked (the first step of
+/// [`revoke`]). The mark only grows: a reader that read an earlier claim of this producer and
+/// marks it late leaves a later reader's mark of the claim in flight as it is.
+pub fn mark_revoked(record: &ClaimRecord, start: u64) {
+    record.revoked.fetch_max(start | 1, Ordering::Relaxed);
+}
+
 /// A reader's half of the race in [`commit`]: marks the claim at `start` revoked, orders that
 /// store before its next load with the heavy barrier, then takes the record if the producer
 /// has not started committing. True if the claim is the reader's to pad.
-fn revoke(record: &ClaimRecord, start: u64) -> bool {
-    record.revoked.store(start | 1, Ordering::Relaxed);
+///
+/// The mark only ever grows (`fetch_max`: a slot's claims only move forward), so that a slow
+/// reader marking an earlier claim of the same producer cannot hide a later reader's mark of
+/// the claim in flight. A claim already seen committing is left alone, and so is every claim
+/// where the barrier cannot order this reader against producers.
+pub fn revoke(record: &ClaimRecord, start: u64) -> bool {
+    if !barrier_orders_producers() || record.state.load(Ordering::Acquire) != start | 1 {
+        return false;
+    }
+    mark_revoked(record, start);
     if !heavy_barrier() {
-        // Without the barrier the producer's commit could miss the mark: wait instead.
+        // The call failed after all: the producer may or may not see the mark (and abort its
+        // commit if it does); this reader does not pad either way.
         return false;
     }
     record

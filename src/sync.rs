@@ -68,6 +68,40 @@ pub fn heavy_barrier() -> bool {
     }
 }
 
+/// Whether a reader's [`heavy_barrier`] orders its stores before its loads against every
+/// producer: true where `membarrier` works for this process, or where the kernel has none (so
+/// that every producer uses a full fence). False where the call is refused to this process
+/// alone (a seccomp filter, say): a producer elsewhere may rely on it. A reader revokes a live
+/// claim only when this holds — unlike a late wake-up, a lost race there is not bounded.
+pub fn barrier_orders_producers() -> bool {
+    #[cfg(loom)]
+    {
+        true
+    }
+    #[cfg(not(loom))]
+    {
+        membarrier_supported() || kernel_lacks_membarrier()
+    }
+}
+
+#[cfg(not(loom))]
+fn kernel_lacks_membarrier() -> bool {
+    use std::sync::OnceLock;
+    static LACKS: OnceLock<bool> = OnceLock::new();
+    *LACKS.get_or_init(|| {
+        // SAFETY: a query takes no pointers and only returns a bit mask or -1.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_QUERY,
+                0 as libc::c_uint,
+                0 as libc::c_int,
+            )
+        };
+        rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS)
+    })
+}
+
 #[cfg(not(loom))]
 const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
 #[cfg(not(loom))]

@@ -24,8 +24,8 @@ use logbus::format::{
     align_up, frame_word, kind, padding_word, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
 };
 use logbus::protocol::{
-    abort, announce, claim, commit, pad_rest_of_claim, read_frame, reserve, unblock, ClaimRecord,
-    Claimed, FrameMemory, FrameState, Geometry, ProducerView, Tail, WakeWord,
+    abort, announce, claim, commit, mark_revoked, pad_rest_of_claim, read_frame, reserve, unblock,
+    ClaimRecord, Claimed, FrameMemory, FrameState, Geometry, ProducerView, Tail, WakeWord,
 };
 use logbus::sync::{producer_barrier_kind, AtomicU64, Ordering};
 use logbus::Error;
@@ -864,5 +864,44 @@ fn a_live_claim_revoked_after_the_timeout_is_either_committed_or_skipped_never_b
         let mut second = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
         assert_delivered_exactly(&second.drain(), expected);
         assert_eq!(log.records[3].read(), Claimed::Idle);
+    });
+}
+
+/// As above, with a second, slow reader that read an earlier claim of the same producer and
+/// marks it revoked only now, while the first reader revokes the claim in flight. The slow
+/// mark must not hide the first: the message is still either committed or skipped, never
+/// both (a plain store of the mark let the producer publish over the first reader's padding).
+#[test]
+fn a_late_mark_of_an_earlier_claim_never_hides_the_revocation_of_the_claim_in_flight() {
+    check(Some(3), || {
+        let log = ModelLog::new(TAIL_INSIDE_SEGMENT, 1);
+        let producer_log = log.clone();
+        let producing = thread::spawn(move || {
+            let producer = ModelProducer::new(&producer_log, 3);
+            let position = producer.claim();
+            producer_log.write_content(position, 3);
+            let committed = commit(
+                producer_log.frame_word(position),
+                committed_word(3),
+                producer.record(),
+                &producer_log.wake,
+                producer_barrier_kind(),
+            );
+            (position, committed)
+        });
+        let stale_log = log.clone();
+        let stale = thread::spawn(move || {
+            // An earlier claim of slot 3, one frame before this one.
+            mark_revoked(&stale_log.records[3], TAIL_INSIDE_SEGMENT - FRAME_LEN);
+        });
+
+        let mut consumer = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        let received = consumer.receive_unblocking(usize::MAX, &[], true);
+        stale.join().unwrap();
+        let (position, committed) = producing.join().unwrap();
+        let expected: &[(u16, u64)] = if committed { &[(3, position)] } else { &[] };
+        assert_delivered_exactly(&received, expected);
+        let mut second = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        assert_delivered_exactly(&second.drain(), expected);
     });
 }
