@@ -508,6 +508,23 @@ impl Log {
         self.shared.meta.producers_in_use()
     }
 
+    /// The pid of the process whose exclusive producer ([`Log::exclusive_producer`]) holds the
+    /// log now, or `None` (no exclusive producer, or its process has died).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// assert_eq!(log.exclusive_holder(), None);
+    /// let only = log.exclusive_producer()?;
+    /// assert_eq!(log.exclusive_holder(), Some(std::process::id()));
+    /// drop(only);
+    /// assert_eq!(log.exclusive_holder(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exclusive_holder(&self) -> Option<u32> {
+        self.shared.meta.exclusive_holder()
+    }
+
     /// A consumer with a durable cursor named `name`: it resumes where the last holder of
     /// that name committed its position, across restarts of any process, and a new name
     /// starts at the earliest message. One consumer holds a name at a time (a second one

@@ -300,6 +300,12 @@ impl Meta {
         Ok(())
     }
 
+    /// The pid of the live process whose exclusive producer holds the log, if any.
+    pub fn exclusive_holder(&self) -> Option<u32> {
+        let owner = self.layout().tail.0.exclusive.load(Ordering::Acquire);
+        (owner != 0 && owner_alive(owner)).then(|| split_owner(owner).0)
+    }
+
     /// Lets go of the log's exclusivity, if this process holds it.
     pub fn release_exclusivity(&self) {
         let (pid, start_time) = clock::this_process();

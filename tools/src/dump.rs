@@ -55,8 +55,9 @@ JSON (--json): one object per line, its kind in \"type\"; these field names are 
   log          path, format_version, log_id (32 hex digits), created, created_ns,
                segment_capacity, checksums, timestamps, file_mode (octal text, \"0600\"), tail,
                earliest_position, segment_files, producer_slots, consumer_slots,
-               producers_in_use, exclusive_pid (the process whose exclusive producer
-               holds the log, or null), durable_cursors (true: consumer lines follow)
+               producers_in_use, exclusive_pid (the process named as holding the log with an
+               exclusive producer, or null), exclusive_alive (whether it still runs, or null),
+               durable_cursors (true: consumer lines follow)
   producer     slot, pid, alive, start_time (clock ticks since boot), acquired, acquired_ns,
                claim_position, claim_length (its claim in flight; null if none)
   consumer     name, position (committed), lag (tail - position), holder (pid or null),
@@ -199,6 +200,7 @@ struct LogLine {
     consumer_slots: u32,
     producers_in_use: usize,
     exclusive_pid: Option<u32>,
+    exclusive_alive: Option<bool>,
     durable_cursors: bool,
 }
 
@@ -389,9 +391,15 @@ impl Out {
                     "producers  {} of {} slots in use{}",
                     l.producers_in_use,
                     l.producer_slots,
-                    l.exclusive_pid.map_or(String::new(), |pid| format!(
-                        "; exclusive to the producer of pid {pid}"
-                    ))
+                    match (l.exclusive_pid, l.exclusive_alive) {
+                        (Some(pid), Some(true)) =>
+                            format!("; exclusive to the producer of pid {pid}"),
+                        (Some(pid), _) => format!(
+                            "; held exclusive by pid {pid}, which no longer runs (the next \
+                             producer takes the log over)"
+                        ),
+                        _ => String::new(),
+                    }
                 )?;
             }
             Line::Producer(p) => {
@@ -694,6 +702,7 @@ impl<'a> Dump<'a> {
         let files = logdir::segment_files(dir)?;
         let producers = meta.producers()?;
         let tail = meta.tail()?;
+        let exclusive = meta.exclusive_holder()?;
         self.out.emit(&Line::Log(LogLine {
             path: dir.display().to_string(),
             format_version: header.version,
@@ -710,7 +719,8 @@ impl<'a> Dump<'a> {
             producer_slots: header.producer_slots,
             consumer_slots: header.consumer_slots,
             producers_in_use: producers.len(),
-            exclusive_pid: meta.exclusive_holder()?.map(|(pid, _)| pid),
+            exclusive_pid: exclusive.map(|(pid, _)| pid),
+            exclusive_alive: exclusive.map(|(_, alive)| alive),
             durable_cursors: true,
         }))?;
         for p in &producers {

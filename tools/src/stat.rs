@@ -42,6 +42,7 @@ JSON (--json): one object per report, on one line, with these stable fields:
   messages_per_s, payload_bytes_per_s, tail_bytes_per_s      null without rates
   rate_error                why the rates stopped (a corrupt frame, say), else null
   producers_live, producers_dead
+  exclusive_pid             the process whose exclusive producer holds the log, or null
   producers                 [{slot, pid, alive, start_time, acquired, acquired_ns}]
   durable_cursors           true: this version keeps durable cursors
   consumers                 [{name, position, lag, pid}]: each durable cursor, its committed
@@ -95,6 +96,7 @@ struct Report {
     rate_error: Option<String>,
     producers_live: usize,
     producers_dead: usize,
+    exclusive_pid: Option<u32>,
     producers: Vec<ProducerRow>,
     durable_cursors: bool,
     consumers: Vec<ConsumerRow>,
@@ -310,6 +312,7 @@ fn report(
         rate_error,
         producers_live: live,
         producers_dead: producers.len() - live,
+        exclusive_pid: log.exclusive_holder(),
         producers,
         durable_cursors: true,
         consumers: log
@@ -372,8 +375,12 @@ fn text(
     }
     writeln!(
         out,
-        "producers  {} running, {} dead",
-        r.producers_live, r.producers_dead
+        "producers  {} running, {} dead{}",
+        r.producers_live,
+        r.producers_dead,
+        r.exclusive_pid.map_or(String::new(), |pid| format!(
+            " (an exclusive producer, pid {pid}: no other may write)"
+        ))
     )?;
     for p in &r.producers {
         writeln!(

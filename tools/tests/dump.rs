@@ -675,6 +675,7 @@ fn an_exclusive_producer_is_named_by_its_process() {
     only.offer(b"alone").unwrap();
     let held = json_lines(&ok(&run0(&["dump", path_text, "--json"])));
     assert_eq!(one(&held, "log")["exclusive_pid"], std::process::id());
+    assert_eq!(one(&held, "log")["exclusive_alive"], true);
     let (stdout, _) = text(&run0(&["dump", path_text]));
     assert!(
         stdout.contains(&format!(

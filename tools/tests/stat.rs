@@ -73,6 +73,38 @@ fn stat_once_json_reports_the_tail_and_the_producers() {
         "{text}"
     );
     assert!(text.contains("no durable cursors"));
+    assert_eq!(report["exclusive_pid"], serde_json::Value::Null);
+
+    // An exclusive producer is named, in both forms.
+    drop(producer);
+    let only = log.exclusive_producer().unwrap();
+    let json = run0(&[
+        "stat",
+        path.to_str().unwrap(),
+        "--once",
+        "--interval",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        json_lines(&ok(&json))[0]["exclusive_pid"],
+        std::process::id()
+    );
+    let text = ok(&run0(&[
+        "stat",
+        path.to_str().unwrap(),
+        "--once",
+        "--interval",
+        "0",
+    ]));
+    assert!(
+        text.contains(&format!(
+            "an exclusive producer, pid {}",
+            std::process::id()
+        )),
+        "{text}"
+    );
+    drop(only);
 }
 
 #[test]
