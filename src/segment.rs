@@ -49,7 +49,9 @@ pub(crate) struct Segment {
 pub(crate) enum Prefault {
     /// Consumers: read faults on a shared file map 16 pages each ("fault-around"), so
     /// touching each page costs about 5 ms per 64 MiB here — a seventh of what
-    /// `MAP_POPULATE` costs (it maps one page per fault).
+    /// `MAP_POPULATE` costs (it maps one page per fault). Fault-around maps only pages that
+    /// hold data already: a segment no producer has touched yet (fresh from `fallocate`)
+    /// faults page by page, as at the very start of a log.
     Read = 1,
     /// Producers: `MADV_POPULATE_WRITE` maps every page writable, about 18 ms per 64 MiB
     /// here (`MAP_POPULATE`: 34 ms; write faults as the producer gets there: 28 ms).
