@@ -321,6 +321,15 @@ pub(crate) struct Shared {
     recovery: std::sync::OnceLock<RecoveryReport>,
 }
 
+/// Dropping a handle waits (at most a few seconds) for the segment this process's preparer
+/// thread may be making, so that a directory removed right after its last handle has gone
+/// gets no file made in it afterwards.
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.shared.wait_for_preparer();
+    }
+}
+
 impl Log {
     /// Creates a new log in `dir` (made if missing). Fails with [`Error::AlreadyExists`]
     /// if a log is there already.
@@ -816,6 +825,11 @@ impl Shared {
             .segments_published()
             .fetch_max(index + 1, Ordering::AcqRel);
         Ok(Some(segment))
+    }
+
+    /// Waits for the segment work this process's preparer thread has in flight or queued.
+    pub fn wait_for_preparer(&self) {
+        self.preparer.wait_idle();
     }
 
     /// Starts this process's preparer thread, if it is not running, before a handle needs it.

@@ -15,6 +15,7 @@ use crate::log::Shared;
 use crate::segment::{Prefault, Segment};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 /// Prepared segments kept mapped until a handle picks them up: enough for a producer and a
 /// consumer of the same process asking for different segments at once.
@@ -27,6 +28,8 @@ pub(crate) struct Preparer {
 struct Inner {
     state: Mutex<State>,
     work: Condvar,
+    /// Signalled each time the thread finishes a request (see [`Preparer::wait_idle`]).
+    idle: Condvar,
 }
 
 #[derive(Default)]
@@ -39,8 +42,13 @@ struct State {
     held: VecDeque<Arc<Segment>>,
     /// The process the thread was started in; a forked child has no such thread.
     thread_pid: Option<u32>,
+    /// A request taken and not finished yet.
+    working: bool,
     shutdown: bool,
 }
+
+/// How long dropping a handle waits at most for the preparer's work in flight.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 impl Preparer {
     pub fn new() -> Self {
@@ -48,6 +56,7 @@ impl Preparer {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 work: Condvar::new(),
+                idle: Condvar::new(),
             }),
         }
     }
@@ -70,6 +79,30 @@ impl Preparer {
         }
         drop(state);
         self.inner.work.notify_one();
+    }
+
+    /// Waits until this process's preparer thread has no request in flight or queued, so that
+    /// once the last handle has gone, no file of the log is being made: the directory can be
+    /// removed at once. Bounded (a few seconds at most), so a stuck file system cannot hang
+    /// a drop.
+    pub fn wait_idle(&self) {
+        let mut state = self.lock();
+        if state.thread_pid != Some(std::process::id()) {
+            return;
+        }
+        let deadline = Instant::now() + IDLE_WAIT;
+        while state.working || !state.requests.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .inner
+                .idle
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Hands over a segment reference that a handle no longer needs, so that the unmapping
@@ -140,6 +173,13 @@ impl Drop for Preparer {
     }
 }
 
+/// Marks the request in flight finished, for [`Preparer::wait_idle`].
+fn finished(inner: &Inner) {
+    let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    state.working = false;
+    inner.idle.notify_all();
+}
+
 fn run(inner: &Inner, log: &Weak<Shared>) {
     // Once per process and log, off every handle's path: what dead creators left behind.
     if let Some(shared) = log.upgrade() {
@@ -158,12 +198,16 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
         }
         std::mem::swap(&mut retired, &mut state.retired);
         let request = state.requests.pop_front();
+        state.working = request.is_some();
         drop(state);
         retired.clear(); // Unmaps those of which this was the last reference.
         if let Some((index, create)) = request {
             // Hold the log only while working: a preparer waiting with a strong reference
             // would keep a dropped log alive forever.
-            let Some(shared) = log.upgrade() else { return };
+            let Some(shared) = log.upgrade() else {
+                finished(inner);
+                return;
+            };
             // A failure (a full disk, say) is left for the claim that needs the segment to
             // report; this is only the early attempt.
             // A segment made ahead is for a producer (or mirror) of this process to write in.
@@ -181,6 +225,8 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
             }
             drop(shared);
             state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.working = false;
+            inner.idle.notify_all();
             if let Some(segment) = prepared {
                 if state.held.len() == HELD_SEGMENTS {
                     let oldest = state.held.pop_front();

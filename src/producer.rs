@@ -467,6 +467,9 @@ impl Drop for Producer {
         if self.exclusive {
             self.shared.meta.release_exclusivity();
         }
+        // The next segment this producer asked for may be in the making: let it be finished,
+        // so that a directory removed right after the last handle gets no file afterwards.
+        self.shared.wait_for_preparer();
     }
 }
 

@@ -153,9 +153,8 @@ impl Drop for FreshLog {
     }
 }
 
-/// Deletes a log's directory. The log's preparer thread may still be creating a segment
-/// there for a moment after the last handle is dropped (it is not joined), so a directory
-/// that is not empty yet is tried again.
+/// Deletes a log's directory. Dropping the last handle waits for the preparer thread's
+/// segment in the making; a directory that is not empty yet is still tried again, as a guard.
 fn delete(dir: tempfile::TempDir) {
     let path = dir.keep();
     for attempt in 0.. {
