@@ -376,10 +376,10 @@ impl MetaFile {
         if owner == 0 {
             return Ok(None);
         }
-        let (pid, start_low) = (owner as u32, (owner >> 32) as u32);
-        let alive =
-            crate::clock::process_start_time(pid).is_some_and(|start| start as u32 == start_low);
-        Ok(Some((pid, alive)))
+        Ok(Some((
+            crate::meta::split_owner(owner).0,
+            crate::meta::owner_alive(owner),
+        )))
     }
 
     /// The producer slots in use, live or dead, with their claims in flight.
@@ -396,7 +396,7 @@ impl MetaFile {
             if owner == 0 {
                 continue;
             }
-            let (pid, start_low) = (owner as u32, (owner >> 32) as u32);
+            let pid = crate::meta::split_owner(owner).0;
             let claim = match word(SLOT_CLAIM_STATE) {
                 crate::protocol::ClaimRecord::IDLE => None,
                 crate::protocol::ClaimRecord::UNRESOLVED => Some(None),
@@ -414,8 +414,7 @@ impl MetaFile {
                 pid,
                 start_time: word(SLOT_START_TIME),
                 acquired_ns: word(SLOT_ACQUIRED_NS),
-                alive: crate::clock::process_start_time(pid)
-                    .is_some_and(|start| start as u32 == start_low),
+                alive: crate::meta::owner_alive(owner),
                 claim,
             });
         }

@@ -718,38 +718,39 @@ impl Shared {
         create: bool,
         prefault: Prefault,
     ) -> Result<Option<Arc<Segment>>> {
-        let cached = self.cached_segment(index);
-        // Making a segment: one at a time in this process, and looked up again once it is
-        // this caller's turn (the maker before it may have made this very one).
-        let making = (cached.is_none() && create)
-            .then(|| self.creating.lock().unwrap_or_else(|e| e.into_inner()));
-        let cached = match (cached, &making) {
-            (None, Some(_)) => self.cached_segment(index),
-            (cached, _) => cached,
-        };
-        let segment = match cached {
+        let segment = match self.cached_segment(index) {
             Some(segment) => segment,
-            None => match self.map_segment(index, create)? {
-                Some(mapped) => {
-                    let mut cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-                    // Another thread of this process may have mapped it meanwhile: one
-                    // mapping per process, so that its page tables are filled once.
-                    match cache.get(&index).and_then(Weak::upgrade) {
-                        Some(theirs) => theirs,
-                        None => {
-                            let mapped = Arc::new(mapped);
-                            cache.retain(|_, weak| weak.strong_count() > 0);
-                            cache.insert(index, Arc::downgrade(&mapped));
-                            mapped
-                        }
-                    }
+            None => {
+                // Making a segment: one at a time in this process, and looked up again once
+                // it is this caller's turn (the maker before it may have made this very one).
+                let _making =
+                    create.then(|| self.creating.lock().unwrap_or_else(|e| e.into_inner()));
+                let made_meanwhile = create.then(|| self.cached_segment(index)).flatten();
+                match made_meanwhile {
+                    Some(segment) => segment,
+                    None => match self.map_segment(index, create)? {
+                        Some(mapped) => self.cache(index, mapped),
+                        None => return Ok(None),
+                    },
                 }
-                None => return Ok(None),
-            },
+            }
         };
-        drop(making);
         segment.prefault(prefault);
         Ok(Some(segment))
+    }
+
+    /// Puts a segment this thread mapped into the cache, unless another thread of this
+    /// process cached one meanwhile: then that one is used (one mapping per process, so that
+    /// its page tables are filled once) and this one unmapped.
+    fn cache(&self, index: u64, mapped: Segment) -> Arc<Segment> {
+        let mut cache = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(theirs) = cache.get(&index).and_then(Weak::upgrade) {
+            return theirs;
+        }
+        let mapped = Arc::new(mapped);
+        cache.retain(|_, weak| weak.strong_count() > 0);
+        cache.insert(index, Arc::downgrade(&mapped));
+        mapped
     }
 
     fn cached_segment(&self, index: u64) -> Option<Arc<Segment>> {

@@ -920,13 +920,13 @@ fn owner_word(pid: u32, start_time: u64) -> u64 {
     u64::from(pid) | (u64::from(start_time as u32) << 32)
 }
 
-fn split_owner(owner: u64) -> (u32, u32) {
+pub(crate) fn split_owner(owner: u64) -> (u32, u32) {
     (owner as u32, (owner >> 32) as u32)
 }
 
 /// Whether the process an owner word names still runs: the pid exists and has the same
 /// start time (so a reused pid is another process).
-fn owner_alive(owner: u64) -> bool {
+pub(crate) fn owner_alive(owner: u64) -> bool {
     let (pid, start_low) = split_owner(owner);
     clock::process_start_time(pid).is_some_and(|start| start as u32 == start_low)
 }

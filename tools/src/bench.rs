@@ -282,13 +282,30 @@ impl CommonArgs {
             .timestamps(!self.no_timestamps)
     }
 
+    /// Where the benchmark's logs go: `--dir`, else [`default_base`].
+    pub fn base_dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(default_base)
+    }
+
+    /// The logs' place and options, for the headers: "/dev/shm (tmpfs, 4 KiB pages), 64 MiB
+    /// segments, CRC32C on, timestamps on".
+    pub fn describe_logs(&self) -> String {
+        let on = |off: bool| if off { "off" } else { "on" };
+        let base = self.base_dir();
+        format!(
+            "{} ({}), {} segments, CRC32C {}, timestamps {}",
+            base.display(),
+            filesystem(&base),
+            units::binary_bytes(self.segment_capacity),
+            on(self.no_checksums),
+            on(self.no_timestamps),
+        )
+    }
+
     /// A new temporary directory for one run, deleted when dropped.
     pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
         use anyhow::Context;
-        let base = match &self.dir {
-            Some(dir) => dir.clone(),
-            None => default_base(),
-        };
+        let base = self.base_dir();
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&base)

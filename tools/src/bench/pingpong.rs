@@ -232,19 +232,10 @@ fn header(args: &PingpongArgs, out: &mut impl Write) -> Result<()> {
             args.gap
         )?;
     }
-    let on = |off: bool| if off { "off" } else { "on" };
     writeln!(
         out,
-        "logbus:     two logs in {} ({}), {} segments, CRC32C {}, timestamps {}{}",
-        args.common
-            .dir
-            .clone()
-            .unwrap_or_else(super::default_base)
-            .display(),
-        super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base)),
-        units::binary_bytes(args.common.segment_capacity),
-        on(args.common.no_checksums),
-        on(args.common.no_timestamps),
+        "logbus:     two logs in {}{}",
+        args.common.describe_logs(),
         if args.common.exclusive {
             ", exclusive producers"
         } else {
@@ -359,7 +350,7 @@ fn summary(
                 "timestamps": logbus.then_some(options.get_timestamps()),
                 "segment_capacity": logbus.then_some(options.get_segment_capacity()),
                 "exclusive": logbus.then_some(args.common.exclusive),
-                "filesystem": logbus.then(|| super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base))),
+                "filesystem": logbus.then(|| super::filesystem(&args.common.base_dir())),
                 "max_ns": figures[PERCENTILES.len()],
                 "mean_ns": figures[PERCENTILES.len() + 1],
                 "p50_ns_runs": p50s,

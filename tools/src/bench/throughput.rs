@@ -224,19 +224,10 @@ fn header(args: &ThroughputArgs, processes: usize, out: &mut impl Write) -> Resu
             format!("in message sets of {}", args.batch)
         }
     )?;
-    let on = |off: bool| if off { "off" } else { "on" };
     writeln!(
         out,
-        "logbus:     a log in {} ({}), {} segments, CRC32C {}, timestamps {}{}; consumers {}",
-        args.common
-            .dir
-            .clone()
-            .unwrap_or_else(super::default_base)
-            .display(),
-        super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base)),
-        units::binary_bytes(args.common.segment_capacity),
-        on(args.common.no_checksums),
-        on(args.common.no_timestamps),
+        "logbus:     a log in {}{}; consumers {}",
+        args.common.describe_logs(),
         if args.common.exclusive {
             ", an exclusive producer"
         } else {
@@ -320,7 +311,7 @@ fn summary(
                 "timestamps": logbus.then_some(options.get_timestamps()),
                 "segment_capacity": logbus.then_some(options.get_segment_capacity()),
                 "exclusive": logbus.then_some(args.common.exclusive),
-                "filesystem": logbus.then(|| super::filesystem(&args.common.dir.clone().unwrap_or_else(super::default_base))),
+                "filesystem": logbus.then(|| super::filesystem(&args.common.base_dir())),
                 "msgs_per_sec": finite(*rate),
                 "mb_per_sec": finite(rate * args.size as f64 / 1e6),
                 "msgs_per_sec_runs": rates.iter().map(|&r| finite(r)).collect::<Vec<_>>(),
