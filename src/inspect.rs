@@ -34,6 +34,8 @@ pub struct SegmentFile {
     path: PathBuf,
     header: SegmentHeader,
     map: Mmap,
+    /// Keeps the shared lock taken on opening (see `segment::lock_shared`).
+    _locked: File,
 }
 
 impl SegmentFile {
@@ -41,6 +43,9 @@ impl SegmentFile {
     pub fn open(path: impl AsRef<Path>) -> Result<SegmentFile> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // Held while the mapping lives, so that retention deletes this file rather than
+        // recycling it under us.
+        segment::lock_shared(&file, path)?;
         let header = segment::read_header(&file, path)?;
         // SAFETY: a read-only shared mapping of a file whose length read_header checked. Its
         // bytes may change under us (producers append): every read of a frame word below is
@@ -51,6 +56,7 @@ impl SegmentFile {
             path: path.to_path_buf(),
             header,
             map,
+            _locked: file,
         })
     }
 

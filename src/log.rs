@@ -319,6 +319,9 @@ pub(crate) struct Shared {
     creating: Mutex<()>,
     preparer: Preparer,
     recovery: std::sync::OnceLock<RecoveryReport>,
+    /// Whether segments retention retires are recycled into new ones: see
+    /// `segment::recycling_pays`.
+    recycles: bool,
 }
 
 /// Dropping a handle waits (at most a few seconds) for the segment this process's preparer
@@ -402,6 +405,7 @@ impl Log {
                 creating: Mutex::new(()),
                 preparer: Preparer::new(),
                 recovery: std::sync::OnceLock::new(),
+                recycles: segment::recycling_pays(dir),
             }),
         };
         if let Some(report) = verify::recover(&log.shared)? {
@@ -776,7 +780,12 @@ impl Shared {
             };
         }
         let segment = if create {
-            let made = match segment::open_or_create(&self.dir, &self.spec, base) {
+            let make = || {
+                segment::open_or_create(&self.dir, &self.spec, base, || {
+                    self.retire_for_recycling(base)
+                })
+            };
+            let made = match make() {
                 // A full file system: if retention may free some, let it, and try once more.
                 Err(full @ Error::NoSpace { .. }) if self.meta.policy().retains() => {
                     let freed = self
@@ -785,13 +794,13 @@ impl Shared {
                     if freed {
                         // A deleted file's space comes back when its last mapping goes, and
                         // another process may be a moment from letting go of one.
-                        let mut made = segment::open_or_create(&self.dir, &self.spec, base);
+                        let mut made = make();
                         for _ in 0..10 {
                             if !matches!(made, Err(Error::NoSpace { .. })) {
                                 break;
                             }
                             std::thread::sleep(std::time::Duration::from_millis(1));
-                            made = segment::open_or_create(&self.dir, &self.spec, base);
+                            made = make();
                         }
                         made
                     } else {
@@ -860,6 +869,60 @@ impl Shared {
 
     /// One retention pass: see [`Log::apply_retention`].
     pub fn apply_retention(&self) -> Result<RetentionReport> {
+        let RetentionPlan {
+            mut report,
+            doomed,
+            new_floor,
+        } = self.plan_retention(0)?;
+        if doomed.is_empty() {
+            report.earliest = self.earliest_position()?;
+            return Ok(report);
+        }
+        let file_len = self.spec.file_len();
+        // First the floor, then the files: a process that makes a segment checks the floor
+        // after publishing it (see `segment`), so no deleted segment comes back.
+        self.meta
+            .retained_from()
+            .fetch_max(new_floor, Ordering::SeqCst);
+        for &base in &doomed {
+            let path = self.dir.join(format::segment_file_name(base));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.deleted.push(base);
+                    report.bytes_freed += file_len;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        segment::sync_dir(&self.dir);
+        let retained_from = self.meta.retained_from().load(Ordering::Acquire);
+        self.meta.forget_dead_claims_below(retained_from);
+        self.preparer.forget_below(retained_from);
+        report.earliest = self.earliest_position()?;
+        Ok(report)
+    }
+
+    /// For making segment `base`: the oldest segment retention would delete once `base`
+    /// exists, retired for `segment::open_or_create` to recycle. `None` where nothing is
+    /// due, or where recycling does not pay (see `segment::recycling_pays`).
+    fn retire_for_recycling(&self, base: u64) -> Option<segment::Retired> {
+        if !self.recycles {
+            return None;
+        }
+        let plan = self.plan_retention(1).ok()?;
+        let &oldest = plan.doomed.first()?;
+        let end = oldest + self.geometry.capacity();
+        // As in `apply_retention`: the floor first, so that nobody opens it anew.
+        self.meta.retained_from().fetch_max(end, Ordering::SeqCst);
+        // This process's own prepared mapping of it would refuse the recycler its lock.
+        self.preparer.forget_below(end);
+        segment::retire_for_recycling(&self.dir, oldest, base)
+    }
+
+    /// What a retention pass would delete, were there `upcoming` more segments than there
+    /// are files.
+    fn plan_retention(&self, upcoming: u64) -> Result<RetentionPlan> {
         let policy = *self.meta.policy();
         let capacity = self.geometry.capacity();
         let file_len = self.spec.file_len();
@@ -890,7 +953,7 @@ impl Shared {
             .min()
             .unwrap_or(u64::MAX);
         let now = clock::now_ns();
-        let mut count = bases.iter().filter(|&&base| base >= floor).count() as u64;
+        let mut count = bases.iter().filter(|&&base| base >= floor).count() as u64 + upcoming;
         let mut bytes = count * file_len;
         let mut new_floor = floor;
         let mut doomed = Vec::new();
@@ -924,32 +987,11 @@ impl Shared {
             count -= 1;
             bytes -= file_len;
         }
-        if doomed.is_empty() {
-            report.earliest = self.earliest_position()?;
-            return Ok(report);
-        }
-        // First the floor, then the files: a process that makes a segment checks the floor
-        // after publishing it (see `segment`), so no deleted segment comes back.
-        self.meta
-            .retained_from()
-            .fetch_max(new_floor, Ordering::SeqCst);
-        for &base in &doomed {
-            let path = self.dir.join(format::segment_file_name(base));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    report.deleted.push(base);
-                    report.bytes_freed += file_len;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(path, e)),
-            }
-        }
-        segment::sync_dir(&self.dir);
-        let retained_from = self.meta.retained_from().load(Ordering::Acquire);
-        self.meta.forget_dead_claims_below(retained_from);
-        self.preparer.forget_below(retained_from);
-        report.earliest = self.earliest_position()?;
-        Ok(report)
+        Ok(RetentionPlan {
+            report,
+            doomed,
+            new_floor,
+        })
     }
 
     /// An upper bound of the claim times of the messages in segment `bases[i]`, or `None`
@@ -963,6 +1005,7 @@ impl Shared {
         if let Some(&later) = bases[i + 1..].iter().find(|&&b| b >= base + 2 * capacity) {
             let path = self.dir.join(format::segment_file_name(later));
             let file = std::fs::File::open(&path).ok()?;
+            segment::lock_shared(&file, &path).ok()?;
             return segment::read_header(&file, &path)
                 .ok()
                 .map(|header| header.created_ns);
@@ -1039,6 +1082,15 @@ pub struct RetentionReport {
     /// True if a live producer was caught between claiming and recording where, so that
     /// nothing was deleted this time (it is two instructions away; the next pass goes on).
     pub deferred: bool,
+}
+
+/// What a retention pass is to do: see `Shared::plan_retention`.
+struct RetentionPlan {
+    report: RetentionReport,
+    /// Base positions of the segment files to delete, oldest first.
+    doomed: Vec<u64>,
+    /// The retention floor once they are gone.
+    new_floor: u64,
 }
 
 /// The base positions of the segment files in `dir`, in log order.

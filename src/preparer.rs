@@ -198,6 +198,19 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
         }
         std::mem::swap(&mut retired, &mut state.retired);
         let request = state.requests.pop_front();
+        if let Some((index, _)) = request {
+            // A handle asks for the segment after the one it has entered: those two or more
+            // before it were picked up long since, or passed by, and a mapping kept of them
+            // here would only keep retention from recycling them (see `segment`).
+            let mut i = 0;
+            while i < state.held.len() {
+                if state.held[i].index() + 2 <= index {
+                    retired.extend(state.held.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
         state.working = request.is_some();
         drop(state);
         retired.clear(); // Unmaps those of which this was the last reference.

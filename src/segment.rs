@@ -1,5 +1,22 @@
-//! Segment files: made under a temporary name, sized with `fallocate`, published with a
-//! rename that cannot overwrite, validated on open, and mapped with their pages pre-faulted.
+//! Segment files: made under a temporary name, sized with `fallocate` (or recycled from a
+//! segment retention retired), published with a rename that cannot overwrite, validated on
+//! open, and mapped with their pages pre-faulted.
+//!
+//! # Recycling, and the lock that makes it safe
+//!
+//! On a tmpfs the memory a log grows into is its largest cost: the kernel allocates, zeroes
+//! and maps every page of a new segment. A log with retention therefore turns the segment it
+//! is about to delete into the next one instead: renamed to a temporary name, zeroed, given
+//! its new header and published under its new name. Its pages stay allocated and warm.
+//!
+//! A process that still reads the old segment through a mapping must never see it change.
+//! Every descriptor through which segment bytes are read holds a shared `flock` on the file
+//! for as long as they are read ([`lock_shared`], taken by every opener in this crate); the
+//! recycler takes an exclusive lock without waiting, after the rename, and only if it gets
+//! it does it write: otherwise the file is deleted as before, and its readers keep their
+//! bytes. An opener that locked a file checks that its path still names that file
+//! ([`still_named`]), so it never trusts a file that was renamed away (and perhaps recycled)
+//! between its `open` and its lock.
 
 use crate::format::{
     segment_file_name, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
@@ -35,6 +52,8 @@ impl SegmentSpec {
 /// the file is deleted meanwhile.
 pub(crate) struct Segment {
     map: MmapRaw,
+    /// Holds the shared lock that keeps recyclers away while the mapping lives.
+    file: File,
     path: PathBuf,
     /// The most this process's page tables were filled for: 0 not at all, else a
     /// [`Prefault`] as `u8`. Behind a lock, so that a handle that needs the segment while
@@ -66,6 +85,11 @@ impl Segment {
     }
 
     /// Log position of the first data byte, from the header (checked when it was opened).
+    /// Its index in the log: its base position over its capacity.
+    pub fn index(&self) -> u64 {
+        self.base_position() / (self.map.len() as u64 - SEGMENT_HEADER_LEN)
+    }
+
     pub fn base_position(&self) -> u64 {
         // SAFETY: the mapping starts with the 64-byte header, page-aligned, and lives as
         // long as `self`; nobody writes a published segment's header.
@@ -110,12 +134,14 @@ impl Segment {
     }
 }
 
-/// Opens the segment at `base_position`, creating it if it does not exist yet. Returns the
-/// segment and whether this call published it.
+/// Opens the segment at `base_position`, creating it if it does not exist yet: from the file
+/// `retired` hands over (see [`retire_for_recycling`]), or else afresh. Returns the segment
+/// and whether this call published it.
 pub(crate) fn open_or_create(
     dir: &Path,
     spec: &SegmentSpec,
     base_position: u64,
+    retired: impl FnOnce() -> Option<Retired>,
 ) -> Result<(Segment, bool)> {
     match open(dir, spec, base_position) {
         Ok(segment) => return Ok((segment, false)),
@@ -123,20 +149,34 @@ pub(crate) fn open_or_create(
         Err(other) => return Err(other),
     }
     let final_path = dir.join(segment_file_name(base_position));
-    let temp_path = temporary_path(dir, &segment_file_name(base_position));
-    let file = create_sized(&temp_path, spec.file_len(), spec.file_mode)?;
-    let header = new_header(spec, base_position);
-    let written = file
-        .write_all_at(bytemuck::bytes_of(&header), 0)
-        .map_err(|e| Error::io(&temp_path, e));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp_path);
-        return Err(e);
-    }
+    let recycled = retired().and_then(|retired| recycle(retired, spec, base_position));
+    let (temp_path, made) = match recycled {
+        Some((temp_path, segment)) => (temp_path, Made::Recycled(segment)),
+        None => {
+            let temp_path = temporary_path(dir, &segment_file_name(base_position));
+            let file = create_sized(&temp_path, spec.file_len(), spec.file_mode)?;
+            let header = new_header(spec, base_position);
+            // Nobody else can have it open yet: the lock is granted at once.
+            let written = lock(&file, libc::LOCK_SH)
+                .and_then(|()| file.write_all_at(bytemuck::bytes_of(&header), 0))
+                .map_err(|e| Error::io(&temp_path, e));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&temp_path);
+                return Err(e);
+            }
+            (temp_path, Made::Fresh(file))
+        }
+    };
     match publish(&temp_path, &final_path) {
         Ok(()) => {
             sync_dir(dir);
-            let segment = map(file, final_path, spec)?;
+            let segment = match made {
+                Made::Recycled(mut segment) => {
+                    segment.path = final_path;
+                    segment
+                }
+                Made::Fresh(file) => map(file, final_path, spec)?,
+            };
             Ok((segment, true))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -151,7 +191,142 @@ pub(crate) fn open_or_create(
     }
 }
 
-/// Opens and validates an existing segment of the log described by `spec`.
+/// A segment file retention retired for recycling: renamed to a temporary name of this
+/// process, and locked exclusively.
+pub(crate) struct Retired {
+    path: PathBuf,
+    file: File,
+}
+
+/// Retires the segment at `doomed_base`, which retention has put below its floor, to be
+/// recycled into the segment at `new_base`: locked exclusively without waiting, then renamed
+/// to a temporary name. `None` if the file is gone, or if some process still has it open
+/// under a lock: then it is deleted, as retention would, and its readers keep their bytes.
+pub(crate) fn retire_for_recycling(dir: &Path, doomed_base: u64, new_base: u64) -> Option<Retired> {
+    let doomed = dir.join(segment_file_name(doomed_base));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&doomed)
+        .ok()?;
+    // Without waiting: a reader may hold its shared lock for as long as it likes.
+    if lock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        let _ = std::fs::remove_file(&doomed);
+        return None;
+    }
+    // Renamed with the lock held: an opener that finds the old name locks after this, and
+    // then sees the name no longer leads here (see `lock_shared`). The name is never made
+    // again (below the floor), so if it is gone, another pass deleted this very file.
+    let path = temporary_path(dir, &segment_file_name(new_base));
+    std::fs::rename(&doomed, &path).ok()?;
+    Some(Retired { path, file })
+}
+
+/// A segment file made for publishing: new, or a retired one rewritten.
+enum Made {
+    Fresh(File),
+    Recycled(Segment),
+}
+
+/// Turns a retired segment file into an empty segment at `base_position`, mapped with its
+/// pages pre-faulted for writing; `None`, with the file deleted, if it is not what a segment
+/// of this log is.
+fn recycle(retired: Retired, spec: &SegmentSpec, base_position: u64) -> Option<(PathBuf, Segment)> {
+    let Retired { path, file } = retired;
+    let rewritten = (|| {
+        if file.metadata().ok()?.len() != spec.file_len() {
+            return None;
+        }
+        let segment = map(file, path.clone(), spec).ok()?;
+        // Faulting the pages in first costs one system call instead of a trap per page.
+        segment.prefault(Prefault::Write);
+        // SAFETY: the mapping is file_len bytes long and writable, and this process holds the
+        // file's only lock, exclusively, under a name only it uses: no other process reads
+        // these bytes (every reader locks first) and no other thread of this one has the file.
+        unsafe {
+            std::ptr::write_bytes(segment.data_ptr(), 0, spec.capacity as usize);
+            let header = new_header(spec, base_position);
+            std::ptr::copy_nonoverlapping(
+                bytemuck::bytes_of(&header).as_ptr(),
+                segment.map.as_mut_ptr(),
+                SEGMENT_HEADER_LEN as usize,
+            );
+        }
+        // Downgraded before publishing, so that openers of the new name never wait for it.
+        lock(&segment.file, libc::LOCK_SH).ok()?;
+        Some(segment)
+    })();
+    match rewritten {
+        Some(segment) => Some((path, segment)),
+        None => {
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+}
+
+/// Whether recycling retired segments pays, and is safe, in `dir`: on a tmpfs, where a new
+/// segment's memory is most of what it costs and nothing outlives the machine. Not on a disk
+/// file system: there a crash of the machine could leave a recycled file's old frames, their
+/// checksums intact, on disk under the new name before its zeroes were written back, and
+/// recovery would serve them as messages.
+pub(crate) fn recycling_pays(dir: &Path) -> bool {
+    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct it is given; the path is NUL-terminated and
+    // outlives the call.
+    unsafe {
+        let mut stats: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_dir.as_ptr(), &mut stats) == 0 && stats.f_type as libc::c_long == TMPFS_MAGIC
+    }
+}
+
+/// `flock(2)` with `operation`, retried when a signal interrupts it.
+fn lock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock takes the open descriptor and a flag; no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Takes the shared lock every reader of segment bytes holds (see the module notes) on a
+/// file just opened at `path`, and fails with `NotFound` if `path` no longer names that file:
+/// it was deleted or retired between the open and the lock, and its bytes may not be the
+/// ones the name promised.
+pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
+    lock(file, libc::LOCK_SH).map_err(|e| Error::io(path, e))?;
+    if still_named(file, path).map_err(|e| Error::io(path, e))? {
+        Ok(())
+    } else {
+        Err(Error::io(
+            path,
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "deleted or recycled by retention while being opened",
+            ),
+        ))
+    }
+}
+
+/// Whether `path` names the file `file` has open.
+fn still_named(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) fn open(dir: &Path, spec: &SegmentSpec, base_position: u64) -> Result<Segment> {
     let path = dir.join(segment_file_name(base_position));
     let file = OpenOptions::new()
@@ -159,6 +334,7 @@ pub(crate) fn open(dir: &Path, spec: &SegmentSpec, base_position: u64) -> Result
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
+    lock_shared(&file, &path)?;
     let header = read_header(&file, &path)?;
     let expect = |ok: bool, detail: String| -> Result<()> {
         if ok {
@@ -291,6 +467,7 @@ fn map(file: File, path: PathBuf, spec: &SegmentSpec) -> Result<Segment> {
         .map_err(|e| Error::io(&path, e))?;
     Ok(Segment {
         map,
+        file,
         path,
         prefaulted: Mutex::new(0),
     })

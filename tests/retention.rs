@@ -68,6 +68,9 @@ fn retention_by_count_runs_on_rotation_and_on_demand() {
     let mut producer = log.producer().unwrap();
     let mut seq = 0;
     let positions = produce_until(&log, &mut producer, &mut seq, 12 * SEGMENT);
+    // Dropping the producer waits for its preparer thread, which may still be making (and
+    // retiring for) the segment after the tail's, so that the log holds still from here on.
+    drop(producer);
     // On rotation: the preparer thread deletes as it makes each new segment.
     wait_for("retention on rotation", Duration::from_secs(5), || {
         segments(dir.path()).len() <= 4

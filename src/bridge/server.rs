@@ -512,6 +512,15 @@ impl LogState {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.unreadable(Error::io(&path, e))),
         };
+        // Kept in `SegState` with the file, so that retention deletes this segment rather than
+        // recycling it while it is being sent.
+        match crate::segment::lock_shared(&file, &path) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.unreadable(e)),
+        }
         let header = crate::segment::read_header(&file, &path).map_err(|e| self.unreadable(e))?;
         if header.log_id != self.log.id()
             || header.capacity != self.capacity

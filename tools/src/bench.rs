@@ -49,6 +49,7 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   checksums, timestamps  the log's options (null for the socket)
   segment_capacity       the log's segment size in bytes (null for the socket)
   exclusive              true: the producer was an exclusive one (null for the socket)
+  retain_segments        segments each log keeps (0: all; null for the socket)
   filesystem             what the log's directory is on, e.g. \"tmpfs, 4 KiB pages\"
   msgs_per_sec           messages per second the slowest consumer saw, from its first
                          batch to its last (median over runs)
@@ -79,6 +80,7 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   cores, processes       CPUs this process may use; benchmark processes (2)
   checksums, timestamps, segment_capacity   the logs' options (null for the socket)
   exclusive, filesystem  exclusive producers or not; what the logs' directory is on
+  retain_segments        segments each log keeps (0: all; null for the socket)
   p50_ns, p90_ns, p99_ns, p999_ns, p9999_ns, max_ns, mean_ns
                          round-trip time in nanoseconds at that percentile (p999 is
                          99.9%), the largest and the mean: each the median over runs
@@ -253,6 +255,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub no_timestamps: bool,
 
+    /// Keep only the newest N segments of each log (retention by count; 0 keeps all). On a
+    /// tmpfs such a log recycles the segments retention retires into new ones, so it no
+    /// longer grows into fresh memory: compare with and without.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retain_segments: u64,
+
     /// Make each producer with Log::exclusive_producer: its log's only producer, whose claims
     /// take no locked instruction (throughput: with --producers 1 only).
     #[arg(long)]
@@ -280,6 +288,7 @@ impl CommonArgs {
             .segment_capacity(self.segment_capacity)
             .checksums(!self.no_checksums)
             .timestamps(!self.no_timestamps)
+            .retain_segments(self.retain_segments)
     }
 
     /// Where the benchmark's logs go: `--dir`, else [`default_base`].
@@ -292,8 +301,12 @@ impl CommonArgs {
     pub fn describe_logs(&self) -> String {
         let on = |off: bool| if off { "off" } else { "on" };
         let base = self.base_dir();
+        let retention = match self.retain_segments {
+            0 => String::new(),
+            n => format!(", the newest {n} segments kept (retired ones recycled on tmpfs)"),
+        };
         format!(
-            "{} ({}), {} segments, CRC32C {}, timestamps {}",
+            "{} ({}), {} segments, CRC32C {}, timestamps {}{retention}",
             base.display(),
             filesystem(&base),
             units::binary_bytes(self.segment_capacity),

@@ -350,6 +350,7 @@ fn summary(
                 "timestamps": logbus.then_some(options.get_timestamps()),
                 "segment_capacity": logbus.then_some(options.get_segment_capacity()),
                 "exclusive": logbus.then_some(args.common.exclusive),
+                "retain_segments": logbus.then_some(args.common.retain_segments),
                 "filesystem": logbus.then(|| super::filesystem(&args.common.base_dir())),
                 "max_ns": figures[PERCENTILES.len()],
                 "mean_ns": figures[PERCENTILES.len() + 1],

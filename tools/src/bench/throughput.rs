@@ -311,6 +311,7 @@ fn summary(
                 "timestamps": logbus.then_some(options.get_timestamps()),
                 "segment_capacity": logbus.then_some(options.get_segment_capacity()),
                 "exclusive": logbus.then_some(args.common.exclusive),
+                "retain_segments": logbus.then_some(args.common.retain_segments),
                 "filesystem": logbus.then(|| super::filesystem(&args.common.base_dir())),
                 "msgs_per_sec": finite(*rate),
                 "mb_per_sec": finite(rate * args.size as f64 / 1e6),

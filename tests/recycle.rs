@@ -1,0 +1,223 @@
+//! Recycling: on a tmpfs, a log with retention turns the segment files retention retires into
+//! its new segments (same inode, zeroed, new header), so that it stops growing into fresh
+//! memory; and never one that any process still reads, which keeps every byte it had.
+
+mod common;
+
+use logbus::{Error, Log, LogOptions, StartAt};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const SEGMENT: u64 = 1 << 16;
+
+/// A 500-byte message that carries its sequence number in every byte pattern.
+fn message(seq: u64) -> Vec<u8> {
+    let mut payload = vec![(seq % 251) as u8; 500];
+    payload[..8].copy_from_slice(&seq.to_le_bytes());
+    payload
+}
+
+fn seq_of(payload: &[u8]) -> u64 {
+    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
+    seq
+}
+
+/// Records the inode of every segment file now in `dir` under its base position.
+fn note_inodes(dir: &Path, inodes: &mut HashMap<u64, u64>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse().ok()) else {
+            continue;
+        };
+        if let Ok(metadata) = entry.metadata() {
+            inodes.entry(base).or_insert(metadata.ino());
+        }
+    }
+}
+
+/// Base positions whose file was a file an earlier segment had had.
+fn recycled(inodes: &HashMap<u64, u64>) -> Vec<u64> {
+    let mut bases: Vec<u64> = inodes
+        .iter()
+        .filter(|&(&base, ino)| inodes.iter().any(|(&other, i)| other < base && i == ino))
+        .map(|(&base, _)| base)
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+#[test]
+#[ignore = "child process entry point; run by other tests"]
+fn child_entry() {
+    let Some(role) = common::child_role() else {
+        return;
+    };
+    common::child_init();
+    assert_eq!(role, "slow_reader");
+    let log = Log::open(common::env("LOGBUS_TEST_LOG")).expect("open the log");
+    let mut consumer = log.consumer(StartAt::Earliest).expect("a consumer");
+    let first = seq_of(consumer.poll().expect("poll").expect("a message").payload());
+    assert_eq!(first, 0);
+    println!("ready");
+    let mut go = String::new();
+    std::io::stdin()
+        .read_line(&mut go)
+        .expect("the parent's go");
+    // On through every segment this process has mapped (segment 0, and the next one if its
+    // preparer mapped it ahead), then told where the log went on without it.
+    let mut expected = 1;
+    let deleted_at = loop {
+        match consumer.poll() {
+            Ok(Some(m)) => {
+                assert_eq!(seq_of(m.payload()), expected, "at {}", m.position());
+                expected += 1;
+            }
+            Err(Error::PositionDeleted { position, .. }) => break position,
+            other => panic!("{other:?}"),
+        }
+    };
+    println!("read {expected} up to {deleted_at}");
+}
+
+#[test]
+fn retired_segments_become_new_ones_and_every_message_reads_back_intact() {
+    let dir = common::tempdir();
+    if !dir.path().starts_with("/dev/shm") {
+        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+        return;
+    }
+    let options = LogOptions::new()
+        .segment_capacity(SEGMENT)
+        .retain_segments(3);
+    let log = Log::create(dir.path(), &options).unwrap();
+    let mut producer = log.producer().unwrap();
+    let mut consumer = log.consumer(StartAt::Earliest).unwrap();
+    let mut inodes = HashMap::new();
+    let (mut sent, mut read) = (0, 0);
+    while log.tail() < 40 * SEGMENT {
+        // A few messages ahead, then read them all back: the consumer follows closely, so
+        // that it never holds a segment retention wants, and reads every new segment from
+        // its start, where a recycled file's old frames would show if they were left.
+        for _ in 0..20 {
+            producer.offer(&message(sent)).unwrap();
+            sent += 1;
+        }
+        while let Some(m) = consumer.poll().unwrap() {
+            assert_eq!(seq_of(m.payload()), read, "at {}", m.position());
+            read += 1;
+        }
+        note_inodes(dir.path(), &mut inodes);
+    }
+    assert_eq!(read, sent);
+    let recycled = recycled(&inodes);
+    // Each segment from the fourth on could be a recycled one; the preparer makes them
+    // ahead, so a few are always made while the reader still holds the one they would reuse.
+    assert!(
+        recycled.len() >= 10,
+        "only {} of 40 segments were recycled files: {recycled:?}",
+        recycled.len()
+    );
+    // Retention still keeps its promise: at most three segments (and the one in the making).
+    let files = common::file_names(dir.path())
+        .into_iter()
+        .filter(|name| name.ends_with(".seg"))
+        .count();
+    assert!(files <= 4, "{files} segment files");
+    // A log opened afresh reads what is retained, in order.
+    drop((producer, consumer));
+    let reopened = Log::open(dir.path()).unwrap();
+    let mut consumer = reopened.consumer(StartAt::Earliest).unwrap();
+    let mut previous = None;
+    while let Some(m) = consumer.poll().unwrap() {
+        let seq = seq_of(m.payload());
+        assert!(previous.is_none_or(|p| p + 1 == seq));
+        previous = Some(seq);
+    }
+    assert_eq!(previous, Some(sent - 1));
+}
+
+#[test]
+fn a_segment_another_process_reads_is_deleted_not_recycled_and_reads_on_intact() {
+    let dir = common::tempdir();
+    if !dir.path().starts_with("/dev/shm") {
+        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+        return;
+    }
+    let options = LogOptions::new()
+        .segment_capacity(SEGMENT)
+        .retain_segments(2);
+    let log = Log::create(dir.path(), &options).unwrap();
+    let mut producer = log.producer().unwrap();
+    let mut sent = 0;
+    while log.tail() < SEGMENT / 4 {
+        producer.offer(&message(sent)).unwrap();
+        sent += 1;
+    }
+    let first_inode = std::fs::metadata(common::segment_path(dir.path(), 0))
+        .unwrap()
+        .ino();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--include-ignored"])
+        .args(["--test-threads", "1"])
+        .env(common::CHILD_ENV, "slow_reader")
+        .env("LOGBUS_TEST_LOG", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|line| line.unwrap().ends_with("ready")),
+        "the reader never started"
+    );
+
+    // The reader has segment 0 mapped and is one message into it; fill it and go on far past.
+    let mut in_first = 0;
+    let mut inodes = HashMap::new();
+    while log.tail() < 12 * SEGMENT {
+        let position = producer.offer(&message(sent)).unwrap();
+        if position < SEGMENT {
+            in_first = sent + 1;
+        }
+        sent += 1;
+        note_inodes(dir.path(), &mut inodes);
+    }
+    log.apply_retention().unwrap();
+    assert!(!common::segment_path(dir.path(), 0).exists());
+    // Other retired files were recycled meanwhile, the one the reader holds never.
+    assert!(
+        !recycled(&inodes).is_empty(),
+        "nothing recycled: {inodes:?}"
+    );
+    assert!(
+        inodes
+            .iter()
+            .all(|(&base, &ino)| base == 0 || ino != first_inode),
+        "segment 0's file, which a reader holds, was recycled: {inodes:?}"
+    );
+
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    // All of its output, so that it never writes into a closed pipe.
+    let rest: Vec<String> = lines.map(|line| line.unwrap()).collect();
+    let report = rest
+        .iter()
+        .find(|line| line.starts_with("read "))
+        .unwrap_or_else(|| panic!("the reader failed: {:?}", child.wait()));
+    assert!(child.wait().unwrap().success());
+    let (read, deleted_at) = report
+        .strip_prefix("read ")
+        .and_then(|rest| rest.split_once(" up to "))
+        .map(|(read, at)| (read.parse::<u64>().unwrap(), at.parse::<u64>().unwrap()))
+        .unwrap();
+    // Every message of segment 0, in order and intact (the reader checked each).
+    assert!(read >= in_first, "{report}: segment 0 holds {in_first}");
+    assert!(
+        deleted_at >= SEGMENT && deleted_at % SEGMENT == 0,
+        "{report}"
+    );
+}
