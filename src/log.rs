@@ -6,7 +6,7 @@ use crate::meta::{Meta, Policy, CONSUMER_SLOTS, PRODUCER_SLOTS};
 use crate::preparer::Preparer;
 use crate::producer::Producer;
 use crate::protocol::Geometry;
-use crate::segment::{self, Prefault, Segment, SegmentSpec};
+use crate::segment::{self, Parking, Prefault, Segment, SegmentSpec};
 use crate::verify::{self, RecoveryReport, VerifyReport};
 use crate::{clock, format, Error, Result};
 use std::collections::HashMap;
@@ -322,6 +322,8 @@ pub(crate) struct Shared {
     /// Whether segments retention retires are recycled into new ones: see
     /// `segment::recycling_pays`.
     recycles: bool,
+    /// Mappings kept for segment files that may come back recycled (none if they do not).
+    pub parking: Parking,
 }
 
 /// Dropping a handle waits (at most a few seconds) for the segment this process's preparer
@@ -395,6 +397,7 @@ impl Log {
             log_flags: header.log_flags,
             file_mode: header.file_mode,
         };
+        let recycles = segment::recycling_pays(dir);
         let log = Log {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -405,7 +408,8 @@ impl Log {
                 creating: Mutex::new(()),
                 preparer: Preparer::new(),
                 recovery: std::sync::OnceLock::new(),
-                recycles: segment::recycling_pays(dir),
+                recycles,
+                parking: Parking::new(if recycles { MAX_PARKED } else { 0 }),
             }),
         };
         if let Some(report) = verify::recover(&log.shared)? {
@@ -781,7 +785,7 @@ impl Shared {
         }
         let segment = if create {
             let make = || {
-                segment::open_or_create(&self.dir, &self.spec, base, || {
+                segment::open_or_create(&self.dir, &self.spec, base, &self.parking, || {
                     self.retire_for_recycling(base)
                 })
             };
@@ -791,6 +795,8 @@ impl Shared {
                     let freed = self
                         .apply_retention()
                         .is_ok_and(|report| !report.deleted.is_empty());
+                    // Parked mappings of deleted files would hold their memory.
+                    self.parking.clear();
                     if freed {
                         // A deleted file's space comes back when its last mapping goes, and
                         // another process may be a moment from letting go of one.
@@ -823,7 +829,7 @@ impl Shared {
             }
             segment
         } else {
-            match segment::open(&self.dir, &self.spec, base) {
+            match segment::open(&self.dir, &self.spec, base, &self.parking) {
                 Ok(segment) => segment,
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     return Ok(None)
@@ -898,7 +904,9 @@ impl Shared {
         segment::sync_dir(&self.dir);
         let retained_from = self.meta.retained_from().load(Ordering::Acquire);
         self.meta.forget_dead_claims_below(retained_from);
-        self.preparer.forget_below(retained_from);
+        for segment in self.preparer.forget_below(retained_from) {
+            self.parking.park(segment);
+        }
         report.earliest = self.earliest_position()?;
         Ok(report)
     }
@@ -915,8 +923,11 @@ impl Shared {
         let end = oldest + self.geometry.capacity();
         // As in `apply_retention`: the floor first, so that nobody opens it anew.
         self.meta.retained_from().fetch_max(end, Ordering::SeqCst);
-        // This process's own prepared mapping of it would refuse the recycler its lock.
-        self.preparer.forget_below(end);
+        // This process's own prepared mapping of it would refuse the recycler its lock; parked,
+        // it serves the recycling instead.
+        for segment in self.preparer.forget_below(end) {
+            self.parking.park(segment);
+        }
         segment::retire_for_recycling(&self.dir, oldest, base)
     }
 
@@ -1092,6 +1103,12 @@ struct RetentionPlan {
     /// The retention floor once they are gone.
     new_floor: u64,
 }
+
+/// How many mappings of retired segments a process keeps for their files' return (see
+/// `segment::Parking`): enough for a log that retains 16 segments. Each costs address space
+/// and page tables (a 500th of its size with 4 KiB pages), not memory: one whose file is
+/// deleted is let go at the next segment change.
+const MAX_PARKED: usize = 16;
 
 /// The base positions of the segment files in `dir`, in log order.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {

@@ -121,20 +121,19 @@ impl Preparer {
         self.inner.work.notify_one();
     }
 
-    /// Lets go, now and on the caller's thread, of the prepared segments below
-    /// `retained_from` (retention deleted them) and of those waiting to be unmapped, so that
-    /// their space is released as soon as no handle has them mapped any more: a producer
-    /// that found the file system full retries right after this.
-    pub fn forget_below(&self, retained_from: u64) {
+    /// Hands back, now, the prepared segments below `retained_from` (retention deleted or
+    /// retired them) and those waiting to be unmapped, so that the caller can let go of them
+    /// at once: a producer that found the file system full retries right after, and a
+    /// recycler needs this process's mappings of the file it retires parked.
+    pub fn forget_below(&self, retained_from: u64) -> Vec<Arc<Segment>> {
         let mut state = self.lock();
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.held)
+        let (mut gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.held)
             .into_iter()
             .partition(|segment| segment.base_position() < retained_from);
         state.held = kept.into();
         // Drained, not taken: the vector keeps its room for later hand-overs.
-        let retired: Vec<_> = state.retired.drain(..).collect();
-        drop(state);
-        drop((gone, retired));
+        gone.append(&mut state.retired);
+        gone
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -213,7 +212,15 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
         }
         state.working = request.is_some();
         drop(state);
-        retired.clear(); // Unmaps those of which this was the last reference.
+        // Parked (or unmapped) where this was their last reference.
+        match log.upgrade() {
+            Some(shared) if !retired.is_empty() => {
+                for segment in retired.drain(..) {
+                    shared.parking.park(segment);
+                }
+            }
+            _ => retired.clear(),
+        }
         if let Some((index, create)) = request {
             // Hold the log only while working: a preparer waiting with a strong reference
             // would keep a dropped log alive forever.

@@ -23,15 +23,17 @@ use crate::format::{
 };
 use crate::{format, Error, Result};
 use memmap2::{MmapOptions, MmapRaw};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What every segment of one log shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,15 +143,16 @@ pub(crate) fn open_or_create(
     dir: &Path,
     spec: &SegmentSpec,
     base_position: u64,
+    parking: &Parking,
     retired: impl FnOnce() -> Option<Retired>,
 ) -> Result<(Segment, bool)> {
-    match open(dir, spec, base_position) {
+    match open(dir, spec, base_position, parking) {
         Ok(segment) => return Ok((segment, false)),
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
         Err(other) => return Err(other),
     }
     let final_path = dir.join(segment_file_name(base_position));
-    let recycled = retired().and_then(|retired| recycle(retired, spec, base_position));
+    let recycled = retired().and_then(|retired| recycle(retired, spec, base_position, parking));
     let (temp_path, made) = match recycled {
         Some((temp_path, segment)) => (temp_path, Made::Recycled(segment)),
         None => {
@@ -175,14 +178,14 @@ pub(crate) fn open_or_create(
                     segment.path = final_path;
                     segment
                 }
-                Made::Fresh(file) => map(file, final_path, spec)?,
+                Made::Fresh(file) => map(file, final_path, spec, parking)?,
             };
             Ok((segment, true))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // Another process published it first; theirs is as good as ours.
             let _ = std::fs::remove_file(&temp_path);
-            Ok((open(dir, spec, base_position)?, false))
+            Ok((open(dir, spec, base_position, parking)?, false))
         }
         Err(e) => {
             let _ = std::fs::remove_file(&temp_path);
@@ -231,13 +234,19 @@ enum Made {
 /// Turns a retired segment file into an empty segment at `base_position`, mapped with its
 /// pages pre-faulted for writing; `None`, with the file deleted, if it is not what a segment
 /// of this log is.
-fn recycle(retired: Retired, spec: &SegmentSpec, base_position: u64) -> Option<(PathBuf, Segment)> {
+fn recycle(
+    retired: Retired,
+    spec: &SegmentSpec,
+    base_position: u64,
+    parking: &Parking,
+) -> Option<(PathBuf, Segment)> {
     let Retired { path, file } = retired;
     let rewritten = (|| {
         if file.metadata().ok()?.len() != spec.file_len() {
             return None;
         }
-        let segment = map(file, path.clone(), spec).ok()?;
+        // Parked in this process if it was mapped here before, its page tables likely filled.
+        let segment = map(file, path.clone(), spec, parking).ok()?;
         // Faulting the pages in first costs one system call instead of a trap per page.
         segment.prefault(Prefault::Write);
         // SAFETY: the mapping is file_len bytes long and writable, and this process holds the
@@ -318,7 +327,6 @@ pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
 
 /// Whether `path` names the file `file` has open.
 fn still_named(file: &File, path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
     let open = file.metadata()?;
     match std::fs::metadata(path) {
         Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
@@ -327,7 +335,12 @@ fn still_named(file: &File, path: &Path) -> io::Result<bool> {
     }
 }
 
-pub(crate) fn open(dir: &Path, spec: &SegmentSpec, base_position: u64) -> Result<Segment> {
+pub(crate) fn open(
+    dir: &Path,
+    spec: &SegmentSpec,
+    base_position: u64,
+    parking: &Parking,
+) -> Result<Segment> {
     let path = dir.join(segment_file_name(base_position));
     let file = OpenOptions::new()
         .read(true)
@@ -371,7 +384,7 @@ pub(crate) fn open(dir: &Path, spec: &SegmentSpec, base_position: u64) -> Result
             header.log_flags, spec.log_flags
         ),
     )?;
-    map(file, path, spec)
+    map(file, path, spec, parking)
 }
 
 /// Reads and checks the header of one segment file on its own: magic, version, checksum,
@@ -460,7 +473,15 @@ fn new_header(spec: &SegmentSpec, base_position: u64) -> SegmentHeader {
 
 /// Maps a segment file. Its page tables are filled afterwards, by [`Segment::prefault`], for
 /// the use the caller has in mind.
-fn map(file: File, path: PathBuf, spec: &SegmentSpec) -> Result<Segment> {
+fn map(file: File, path: PathBuf, spec: &SegmentSpec, parking: &Parking) -> Result<Segment> {
+    if let Some((map, prefaulted)) = parking.take(&file, spec.file_len()) {
+        return Ok(Segment {
+            map,
+            file,
+            path,
+            prefaulted: Mutex::new(prefaulted),
+        });
+    }
     let map = MmapOptions::new()
         .len(spec.file_len() as usize)
         .map_raw(&file)
@@ -471,6 +492,102 @@ fn map(file: File, path: PathBuf, spec: &SegmentSpec) -> Result<Segment> {
         path,
         prefaulted: Mutex::new(0),
     })
+}
+
+/// Mappings of segment files that no handle of this process reads any more, kept with their
+/// page tables for when their file comes back recycled as a new segment: mapping it again,
+/// faulting its pages in and unmapping it once read would cost, on a tmpfs with 4 KiB pages,
+/// about as much again as zeroing it. A parked mapping holds no lock (recyclers may take the
+/// file) and is never read through: it is only ever handed to a segment whose file, opened
+/// and locked anew, is the same file.
+pub(crate) struct Parking {
+    parked: Mutex<VecDeque<Parked>>,
+    room: usize,
+}
+
+struct Parked {
+    map: MmapRaw,
+    /// The file it maps: its identity, and whether it still has a name.
+    file: File,
+    prefaulted: u8,
+}
+
+impl Parking {
+    /// A parking for up to `room` mappings (0: none are kept).
+    pub fn new(room: usize) -> Parking {
+        Parking {
+            parked: Mutex::new(VecDeque::with_capacity(room)),
+            room,
+        }
+    }
+
+    /// Keeps `segment`'s mapping if this was its last reference, and lets go of every parked
+    /// mapping whose file has been deleted (it would keep that file's memory allocated), and
+    /// of the oldest beyond the room. Unmaps on the caller's thread.
+    pub fn park(&self, segment: Arc<Segment>) {
+        let Ok(segment) = Arc::try_unwrap(segment) else {
+            return; // Another reference unmaps it when it goes.
+        };
+        let Segment {
+            map,
+            file,
+            prefaulted,
+            ..
+        } = segment;
+        let linked = |file: &File| file.metadata().is_ok_and(|m| m.nlink() > 0);
+        let mut gone = Vec::new();
+        if self.room > 0 && linked(&file) && lock(&file, libc::LOCK_UN).is_ok() {
+            let prefaulted = prefaulted.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut parked = self.lock();
+            parked.push_back(Parked {
+                map,
+                file,
+                prefaulted,
+            });
+            while parked.len() > self.room {
+                gone.extend(parked.pop_front());
+            }
+            let mut i = 0;
+            while i < parked.len() {
+                if linked(&parked[i].file) {
+                    i += 1;
+                } else {
+                    gone.extend(parked.remove(i));
+                }
+            }
+        }
+        // Unmapped here, outside the lock.
+        drop(gone);
+    }
+
+    /// The parked mapping of the file `file` has open, if there is one of `len` bytes.
+    fn take(&self, file: &File, len: u64) -> Option<(MmapRaw, u8)> {
+        if self.room == 0 {
+            return None;
+        }
+        let wanted = file.metadata().ok()?;
+        let mut parked = self.lock();
+        let found = parked.iter().position(|p| {
+            p.map.len() as u64 == len
+                && p.file
+                    .metadata()
+                    .is_ok_and(|m| m.dev() == wanted.dev() && m.ino() == wanted.ino())
+        })?;
+        let Parked {
+            map, prefaulted, ..
+        } = parked.remove(found)?;
+        Some((map, prefaulted))
+    }
+
+    /// Lets go of every parked mapping (a full file system wants its deleted files' memory).
+    pub fn clear(&self) {
+        let gone = std::mem::take(&mut *self.lock());
+        drop(gone);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Parked>> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The smallest page size on the platforms this crate runs on: with larger pages the read
