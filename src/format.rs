@@ -53,8 +53,13 @@ pub mod log_flags {
     pub const CHECKSUMS: u32 = 1 << 0;
     /// Producers read the clock once per claim.
     pub const TIMESTAMPS: u32 = 1 << 1;
+    /// Segments retention retires may be recycled into new ones, so every reader holds a
+    /// shared `flock` on a segment file while it reads it (FORMAT.md, "Recycling"). Set at
+    /// creation for a log with retention on a tmpfs; builds that predate the rule do not
+    /// know the bit and refuse the log, rather than read it unlocked.
+    pub const RECYCLING: u32 = 1 << 2;
     /// Every flag this version knows; any other bit set makes a file unreadable to it.
-    pub const KNOWN: u32 = CHECKSUMS | TIMESTAMPS;
+    pub const KNOWN: u32 = CHECKSUMS | TIMESTAMPS | RECYCLING;
 }
 
 /// The header in front of every payload. The first 8 bytes (length, kind, flags, producer)

@@ -321,7 +321,7 @@ pub(crate) struct Shared {
     recovery: std::sync::OnceLock<RecoveryReport>,
     /// Whether segments retention retires are recycled into new ones: see
     /// `segment::recycling_pays`.
-    recycles: bool,
+    pub recycles: bool,
     /// Mappings kept for segment files that may come back recycled (none if they do not).
     pub parking: Parking,
 }
@@ -351,7 +351,12 @@ impl Log {
             magic: META_MAGIC,
             version: FORMAT_VERSION,
             header_len: std::mem::size_of::<MetaHeader>() as u16,
-            log_flags: options.log_flags(),
+            log_flags: options.log_flags()
+                | if options.policy.retains() && segment::recycling_pays(dir) {
+                    log_flags::RECYCLING
+                } else {
+                    0
+                },
             log_id: random_log_id(),
             segment_capacity: options.segment_capacity,
             created_ns: clock::now_ns(),
@@ -397,7 +402,13 @@ impl Log {
             log_flags: header.log_flags,
             file_mode: header.file_mode,
         };
-        let recycles = segment::recycling_pays(dir);
+        // A log made without the flag may have readers that do not lock (older builds).
+        let recycles = header.log_flags & log_flags::RECYCLING != 0 && segment::recycling_pays(dir);
+        let parking_room = if recycles {
+            parking_room(meta.policy(), spec.file_len())
+        } else {
+            0
+        };
         let log = Log {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -409,7 +420,7 @@ impl Log {
                 preparer: Preparer::new(),
                 recovery: std::sync::OnceLock::new(),
                 recycles,
-                parking: Parking::new(if recycles { MAX_PARKED } else { 0 }),
+                parking: Parking::new(parking_room),
             }),
         };
         if let Some(report) = verify::recover(&log.shared)? {
@@ -879,7 +890,7 @@ impl Shared {
             mut report,
             doomed,
             new_floor,
-        } = self.plan_retention(0)?;
+        } = self.plan_retention(None)?;
         if doomed.is_empty() {
             report.earliest = self.earliest_position()?;
             return Ok(report);
@@ -918,7 +929,7 @@ impl Shared {
         if !self.recycles {
             return None;
         }
-        let plan = self.plan_retention(1).ok()?;
+        let plan = self.plan_retention(Some(base)).ok()?;
         let &oldest = plan.doomed.first()?;
         let end = oldest + self.geometry.capacity();
         // As in `apply_retention`: the floor first, so that nobody opens it anew.
@@ -931,9 +942,8 @@ impl Shared {
         segment::retire_for_recycling(&self.dir, oldest, base)
     }
 
-    /// What a retention pass would delete, were there `upcoming` more segments than there
-    /// are files.
-    fn plan_retention(&self, upcoming: u64) -> Result<RetentionPlan> {
+    /// What a retention pass would delete, once the segment at `upcoming` (if any) exists.
+    fn plan_retention(&self, upcoming: Option<u64>) -> Result<RetentionPlan> {
         let policy = *self.meta.policy();
         let capacity = self.geometry.capacity();
         let file_len = self.spec.file_len();
@@ -964,7 +974,10 @@ impl Shared {
             .min()
             .unwrap_or(u64::MAX);
         let now = clock::now_ns();
-        let mut count = bases.iter().filter(|&&base| base >= floor).count() as u64 + upcoming;
+        // (Another process may have published it since its maker looked.)
+        let upcoming = upcoming.is_some_and(|base| !bases.contains(&base));
+        let mut count =
+            bases.iter().filter(|&&base| base >= floor).count() as u64 + u64::from(upcoming);
         let mut bytes = count * file_len;
         let mut new_floor = floor;
         let mut doomed = Vec::new();
@@ -1105,10 +1118,28 @@ struct RetentionPlan {
 }
 
 /// How many mappings of retired segments a process keeps for their files' return (see
-/// `segment::Parking`): enough for a log that retains 16 segments. Each costs address space
-/// and page tables (a 500th of its size with 4 KiB pages), not memory: one whose file is
-/// deleted is let go at the next segment change.
-const MAX_PARKED: usize = 16;
+/// `segment::Parking`): as many as the log retains segments (the file recycled next is the
+/// oldest), at most 16; 4 where only age bounds it. A parked mapping of a file that still
+/// has a name costs address space and page tables (a 500th of its size with 4 KiB pages);
+/// one whose file was deleted holds the file's memory until the process's next segment
+/// change lets it go, so the bound is also one of memory.
+fn parking_room(policy: &crate::meta::Policy, file_len: u64) -> usize {
+    const MAX_PARKED: u64 = 16;
+    let by_count = match policy.retain_segments {
+        0 => MAX_PARKED,
+        n => n,
+    };
+    let by_size = match policy.retain_bytes {
+        0 => MAX_PARKED,
+        bytes => (bytes / file_len).max(1),
+    };
+    let room = if policy.retain_segments == 0 && policy.retain_bytes == 0 {
+        4
+    } else {
+        by_count.min(by_size)
+    };
+    room.min(MAX_PARKED) as usize
+}
 
 /// The base positions of the segment files in `dir`, in log order.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {

@@ -18,7 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Prepared segments kept mapped until a handle picks them up: enough for a producer and a
-/// consumer of the same process asking for different segments at once.
+/// consumer of the same process asking for different segments at once (in a log that
+/// recycles, only those less than two behind the latest request: see `run`).
 const HELD_SEGMENTS: usize = 4;
 
 pub(crate) struct Preparer {
@@ -42,6 +43,9 @@ struct State {
     held: VecDeque<Arc<Segment>>,
     /// The process the thread was started in; a forked child has no such thread.
     thread_pid: Option<u32>,
+    /// Whether the log recycles its segments: then prepared segments well behind the
+    /// handles are let go early (see `run`).
+    recycles: bool,
     /// A request taken and not finished yet.
     working: bool,
     shutdown: bool,
@@ -155,6 +159,7 @@ impl Preparer {
         *state = State::default();
         if spawned.is_ok() {
             state.thread_pid = Some(pid);
+            state.recycles = shared.recycles;
             // Room for the few requests and retirements in flight at a time, so that
             // handing one over allocates nothing.
             state.requests.reserve(2 * HELD_SEGMENTS);
@@ -197,10 +202,11 @@ fn run(inner: &Inner, log: &Weak<Shared>) {
         }
         std::mem::swap(&mut retired, &mut state.retired);
         let request = state.requests.pop_front();
-        if let Some((index, _)) = request {
+        if let Some((index, _)) = request.filter(|_| state.recycles) {
             // A handle asks for the segment after the one it has entered: those two or more
-            // before it were picked up long since, or passed by, and a mapping kept of them
-            // here would only keep retention from recycling them (see `segment`).
+            // before it were picked up long since, or passed by (or are for a handle of this
+            // process far behind the one asking, which then maps its own), and a mapping kept
+            // of them here would keep retention from recycling them (see `segment`).
             let mut i = 0;
             while i < state.held.len() {
                 if state.held[i].index() + 2 <= index {

@@ -12,11 +12,12 @@
 //! A process that still reads the old segment through a mapping must never see it change.
 //! Every descriptor through which segment bytes are read holds a shared `flock` on the file
 //! for as long as they are read ([`lock_shared`], taken by every opener in this crate); the
-//! recycler takes an exclusive lock without waiting, after the rename, and only if it gets
-//! it does it write: otherwise the file is deleted as before, and its readers keep their
-//! bytes. An opener that locked a file checks that its path still names that file
+//! recycler takes an exclusive lock without waiting, and only if it gets it does it rename
+//! the file away and write: otherwise the file is deleted as before, and its readers keep
+//! their bytes. An opener that locked a file checks that its path still names that file
 //! ([`still_named`]), so it never trusts a file that was renamed away (and perhaps recycled)
-//! between its `open` and its lock.
+//! between its `open` and its lock. Only logs made with [`format::log_flags::RECYCLING`]
+//! recycle, so that builds which predate the lock never read a log that does.
 
 use crate::format::{
     segment_file_name, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
@@ -54,8 +55,13 @@ impl SegmentSpec {
 /// the file is deleted meanwhile.
 pub(crate) struct Segment {
     map: MmapRaw,
-    /// Holds the shared lock that keeps recyclers away while the mapping lives.
+    /// Holds the shared lock that keeps recyclers away while this value lives.
     file: File,
+    /// The descriptor the mapping was made from, opened afresh and never locked (a mapping
+    /// keeps its file description, and with it any lock on it, until it is unmapped): so
+    /// that closing `file` lets go of the lock while the mapping is kept (see [`Parking`]).
+    /// `None` where it could not be opened; such a mapping is never parked.
+    mapped_from: Option<File>,
     path: PathBuf,
     /// The most this process's page tables were filled for: 0 not at all, else a
     /// [`Prefault`] as `u8`. Behind a lock, so that a handle that needs the segment while
@@ -86,12 +92,12 @@ impl Segment {
         &self.path
     }
 
-    /// Log position of the first data byte, from the header (checked when it was opened).
     /// Its index in the log: its base position over its capacity.
     pub fn index(&self) -> u64 {
         self.base_position() / (self.map.len() as u64 - SEGMENT_HEADER_LEN)
     }
 
+    /// Log position of the first data byte, from the header (checked when it was opened).
     pub fn base_position(&self) -> u64 {
         // SAFETY: the mapping starts with the 64-byte header, page-aligned, and lives as
         // long as `self`; nobody writes a published segment's header.
@@ -160,7 +166,7 @@ pub(crate) fn open_or_create(
             let file = create_sized(&temp_path, spec.file_len(), spec.file_mode)?;
             let header = new_header(spec, base_position);
             // Nobody else can have it open yet: the lock is granted at once.
-            let written = lock(&file, libc::LOCK_SH)
+            let written = lock_where_supported(&file, libc::LOCK_SH)
                 .and_then(|()| file.write_all_at(bytemuck::bytes_of(&header), 0))
                 .map_err(|e| Error::io(&temp_path, e));
             if let Err(e) = written {
@@ -222,6 +228,9 @@ pub(crate) fn retire_for_recycling(dir: &Path, doomed_base: u64, new_base: u64) 
     // again (below the floor), so if it is gone, another pass deleted this very file.
     let path = temporary_path(dir, &segment_file_name(new_base));
     std::fs::rename(&doomed, &path).ok()?;
+    // Dated now: writes through a mapping leave the time of the segment's making, and
+    // `remove_stale_temporaries` spares only temporary files younger than its bound.
+    let _ = file.set_modified(std::time::SystemTime::now());
     Some(Retired { path, file })
 }
 
@@ -306,12 +315,33 @@ fn lock(file: &File, operation: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// [`lock`], except that a file system without `flock` (some network and FUSE ones) counts
+/// as locked: logs there never recycle (see [`recycling_pays`]), so there is nothing to keep
+/// away.
+fn lock_where_supported(file: &File, operation: libc::c_int) -> io::Result<()> {
+    match lock(file, operation) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP)) => Ok(()),
+        other => other,
+    }
+}
+
 /// Takes the shared lock every reader of segment bytes holds (see the module notes) on a
 /// file just opened at `path`, and fails with `NotFound` if `path` no longer names that file:
 /// it was deleted or retired between the open and the lock, and its bytes may not be the
 /// ones the name promised.
 pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
-    lock(file, libc::LOCK_SH).map_err(|e| Error::io(path, e))?;
+    match lock_where_supported(file, libc::LOCK_SH | libc::LOCK_NB) {
+        Ok(()) => {}
+        // Held exclusively only by a recycler that is retiring this very file (published
+        // segments are never locked so): for this opener, it is gone.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(Error::io(
+                path,
+                io::Error::new(io::ErrorKind::NotFound, "retired by retention meanwhile"),
+            ))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    }
     if still_named(file, path).map_err(|e| Error::io(path, e))? {
         Ok(())
     } else {
@@ -474,21 +504,34 @@ fn new_header(spec: &SegmentSpec, base_position: u64) -> SegmentHeader {
 /// Maps a segment file. Its page tables are filled afterwards, by [`Segment::prefault`], for
 /// the use the caller has in mind.
 fn map(file: File, path: PathBuf, spec: &SegmentSpec, parking: &Parking) -> Result<Segment> {
-    if let Some((map, prefaulted)) = parking.take(&file, spec.file_len()) {
+    if let Some(parked) = parking.take(&file, spec.file_len()) {
         return Ok(Segment {
-            map,
+            map: parked.map,
             file,
+            mapped_from: Some(parked.file),
             path,
-            prefaulted: Mutex::new(prefaulted),
+            prefaulted: Mutex::new(parked.prefaulted),
         });
     }
+    // A new description of the same file (opening the descriptor's /proc link does not share
+    // the description, as dup would), unless the log does not park.
+    let mapped_from = (parking.room > 0)
+        .then(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .ok()
+        })
+        .flatten();
     let map = MmapOptions::new()
         .len(spec.file_len() as usize)
-        .map_raw(&file)
+        .map_raw(mapped_from.as_ref().unwrap_or(&file))
         .map_err(|e| Error::io(&path, e))?;
     Ok(Segment {
         map,
         file,
+        mapped_from,
         path,
         prefaulted: Mutex::new(0),
     })
@@ -499,7 +542,9 @@ fn map(file: File, path: PathBuf, spec: &SegmentSpec, parking: &Parking) -> Resu
 /// faulting its pages in and unmapping it once read would cost, on a tmpfs with 4 KiB pages,
 /// about as much again as zeroing it. A parked mapping holds no lock (recyclers may take the
 /// file) and is never read through: it is only ever handed to a segment whose file, opened
-/// and locked anew, is the same file.
+/// and locked anew, is the same file. Its lock went with the descriptor that held it (the
+/// mapping was made from another: see `Segment::mapped_from`); releasing the lock by
+/// `LOCK_UN` instead would release it for a forked child sharing that description too.
 pub(crate) struct Parking {
     parked: Mutex<VecDeque<Parked>>,
     room: usize,
@@ -507,9 +552,15 @@ pub(crate) struct Parking {
 
 struct Parked {
     map: MmapRaw,
-    /// The file it maps: its identity, and whether it still has a name.
+    /// The description it was mapped from, never locked: the file's identity, and whether
+    /// it still has a name.
     file: File,
     prefaulted: u8,
+}
+
+/// Whether `file` still has a name (retention deletes rather than recycles some files).
+fn linked(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.nlink() > 0)
 }
 
 impl Parking {
@@ -521,47 +572,54 @@ impl Parking {
         }
     }
 
-    /// Keeps `segment`'s mapping if this was its last reference, and lets go of every parked
-    /// mapping whose file has been deleted (it would keep that file's memory allocated), and
-    /// of the oldest beyond the room. Unmaps on the caller's thread.
+    /// Keeps `segment`'s mapping if this was its last reference (closing its locked
+    /// descriptor), and lets go of every parked mapping whose file has been deleted (it
+    /// would keep that file's memory allocated) and of the oldest beyond the room. Unmaps on
+    /// the caller's thread.
     pub fn park(&self, segment: Arc<Segment>) {
-        let Ok(segment) = Arc::try_unwrap(segment) else {
-            return; // Another reference unmaps it when it goes.
-        };
-        let Segment {
-            map,
-            file,
-            prefaulted,
-            ..
-        } = segment;
-        let linked = |file: &File| file.metadata().is_ok_and(|m| m.nlink() > 0);
         let mut gone = Vec::new();
-        if self.room > 0 && linked(&file) && lock(&file, libc::LOCK_UN).is_ok() {
-            let prefaulted = prefaulted.into_inner().unwrap_or_else(|e| e.into_inner());
-            let mut parked = self.lock();
-            parked.push_back(Parked {
+        if let Ok(segment) = Arc::try_unwrap(segment) {
+            let Segment {
                 map,
                 file,
+                mapped_from,
                 prefaulted,
-            });
-            while parked.len() > self.room {
-                gone.extend(parked.pop_front());
-            }
-            let mut i = 0;
-            while i < parked.len() {
-                if linked(&parked[i].file) {
-                    i += 1;
-                } else {
-                    gone.extend(parked.remove(i));
+                ..
+            } = segment;
+            // Closing the locked descriptor releases this process's hold on the file.
+            drop(file);
+            match mapped_from.filter(linked) {
+                Some(file) => {
+                    let prefaulted = prefaulted.into_inner().unwrap_or_else(|e| e.into_inner());
+                    let mut parked = self.lock();
+                    parked.push_back(Parked {
+                        map,
+                        file,
+                        prefaulted,
+                    });
+                    while parked.len() > self.room {
+                        gone.extend(parked.pop_front());
+                    }
                 }
+                None => drop(map),
             }
         }
+        let mut parked = self.lock();
+        let mut i = 0;
+        while i < parked.len() {
+            if linked(&parked[i].file) {
+                i += 1;
+            } else {
+                gone.extend(parked.remove(i));
+            }
+        }
+        drop(parked);
         // Unmapped here, outside the lock.
         drop(gone);
     }
 
     /// The parked mapping of the file `file` has open, if there is one of `len` bytes.
-    fn take(&self, file: &File, len: u64) -> Option<(MmapRaw, u8)> {
+    fn take(&self, file: &File, len: u64) -> Option<Parked> {
         if self.room == 0 {
             return None;
         }
@@ -573,10 +631,7 @@ impl Parking {
                     .metadata()
                     .is_ok_and(|m| m.dev() == wanted.dev() && m.ino() == wanted.ino())
         })?;
-        let Parked {
-            map, prefaulted, ..
-        } = parked.remove(found)?;
-        Some((map, prefaulted))
+        parked.remove(found)
     }
 
     /// Lets go of every parked mapping (a full file system wants its deleted files' memory).

@@ -265,3 +265,44 @@ fn once_warm_a_recycling_log_writes_and_reads_without_page_faults() {
     // (at least) once in each of the two processes' page tables.
     assert!(faults < 100, "{faults} page faults for 30 segments");
 }
+
+#[test]
+fn only_a_log_with_retention_on_a_tmpfs_is_made_to_recycle_and_says_so() {
+    let flags = |dir: &Path| {
+        logbus::inspect::MetaFile::open(dir)
+            .unwrap()
+            .header()
+            .log_flags
+    };
+    let recycling = logbus::format::log_flags::RECYCLING;
+    let shm = common::tempdir();
+    let with = shm.path().join("with");
+    let without = shm.path().join("without");
+    let options = LogOptions::new().segment_capacity(SEGMENT);
+    Log::create(&with, &options.clone().retain_segments(2)).unwrap();
+    Log::create(&without, &options).unwrap();
+    assert_eq!(flags(&without) & recycling, 0);
+    if shm.path().starts_with("/dev/shm") {
+        assert_ne!(flags(&with) & recycling, 0);
+    }
+    // Not on a disk file system (/tmp is one here unless it is a tmpfs too).
+    let disk = tempfile::tempdir().unwrap();
+    if !is_tmpfs(disk.path()) {
+        let log = disk.path().join("log");
+        Log::create(&log, &options.retain_segments(2)).unwrap();
+        assert_eq!(flags(&log) & recycling, 0);
+    }
+}
+
+fn is_tmpfs(dir: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let dir = std::fs::canonicalize(dir).unwrap();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 2 && dir.starts_with(fields[1])).then(|| (fields[1].len(), fields[2]))
+        })
+        .max()
+        .is_some_and(|(_, kind)| kind == "tmpfs")
+}

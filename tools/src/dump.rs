@@ -53,7 +53,9 @@ segment file; data past the tail.
 
 JSON (--json): one object per line, its kind in \"type\"; these field names are stable.
   log          path, format_version, log_id (32 hex digits), created, created_ns,
-               segment_capacity, checksums, timestamps, file_mode (octal text, \"0600\"), tail,
+               segment_capacity, checksums, timestamps, recycling (true: retired segments
+               become new ones, and every reader locks; see docs/FORMAT.md),
+               file_mode (octal text, \"0600\"), tail,
                earliest_position, segment_files, producer_slots, consumer_slots,
                producers_in_use, exclusive_pid (the process named as holding the log with an
                exclusive producer, or null), exclusive_alive (whether it still runs, or null),
@@ -192,6 +194,7 @@ struct LogLine {
     segment_capacity: u64,
     checksums: bool,
     timestamps: bool,
+    recycling: bool,
     file_mode: String,
     tail: u64,
     earliest_position: u64,
@@ -372,12 +375,17 @@ impl Out {
                 )?;
                 writeln!(
                     w,
-                    "options    {} segments ({} bytes), checksums {}, timestamps {}, file mode {}",
+                    "options    {} segments ({} bytes), checksums {}, timestamps {}, file mode {}{}",
                     units::binary_bytes(l.segment_capacity),
                     l.segment_capacity,
                     show::on_off(l.checksums),
                     show::on_off(l.timestamps),
-                    l.file_mode
+                    l.file_mode,
+                    if l.recycling {
+                        ", retired segments recycled"
+                    } else {
+                        ""
+                    }
                 )?;
                 writeln!(
                     w,
@@ -712,6 +720,7 @@ impl<'a> Dump<'a> {
             segment_capacity: header.segment_capacity,
             checksums: header.log_flags & log_flags::CHECKSUMS != 0,
             timestamps: header.log_flags & log_flags::TIMESTAMPS != 0,
+            recycling: header.log_flags & log_flags::RECYCLING != 0,
             file_mode: format!("{:04o}", header.file_mode),
             tail,
             earliest_position: files.first().map_or(0, |(base, _)| *base),
