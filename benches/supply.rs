@@ -17,6 +17,13 @@
 //! Unmapping a left segment costs each process a few milliseconds more per 64 MiB (on its
 //! preparer thread, asynchronously, so not timed here).
 //!
+//! * `supply/fill_growing` and `supply/fill_recycling`: one producer writing whole segments
+//!   of the largest messages (8 per segment) into a log that grows, and into one that keeps 3
+//!   segments and so recycles them (on a tmpfs; see `docs/FORMAT.md`, "Recycling"), warmed
+//!   up first. Each message is one 8 MiB copy; the difference between the two is what a
+//!   fresh segment costs over a recycled one (zeroed by the preparer, its mapping kept), with
+//!   the preparer working on the other core as it does in use.
+//!
 //! Directory: `/dev/shm` (else the system's temporary directory), or `LOGBUS_BENCH_DIR`, to
 //! compare file systems — for example a tmpfs mounted with `huge=within_size`, whose 2 MiB
 //! pages cut the per-page work by 512.
@@ -87,6 +94,34 @@ fn supply(c: &mut Criterion) {
             timed
         })
     });
+
+    for (name, retain) in [("fill_growing", 0), ("fill_recycling", 3)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::Builder::new()
+                    .prefix("logbus-supply-")
+                    .tempdir_in(dir())
+                    .expect("a temporary directory for a benchmark log");
+                let options = options().retain_segments(retain);
+                let log = Log::create(dir.path(), &options).expect("creating a benchmark log");
+                let mut producer = log.producer().expect("a producer");
+                let payload = vec![0x5a_u8; producer.max_payload_len()];
+                let mut fill = |segments: u64| {
+                    let end = log.tail() + segments * SEGMENT;
+                    while log.tail() < end {
+                        producer.offer(&payload).expect("an offer");
+                    }
+                };
+                fill(6); // a recycling log reuses its files from the fourth segment on
+                let start = Instant::now();
+                fill(iters);
+                let took = start.elapsed();
+                drop((producer, log));
+                drop(dir);
+                took
+            })
+        });
+    }
 
     group.finish();
 }
