@@ -257,7 +257,10 @@ pub struct CommonArgs {
 
     /// Keep only the newest N segments of each log (retention by count; 0 keeps all). On a
     /// tmpfs such a log recycles the segments retention retires into new ones, so it no
-    /// longer grows into fresh memory: compare with and without.
+    /// longer grows into fresh memory: compare with and without. A consumer that falls more
+    /// than about N segments behind finds its next messages deleted, and the run fails (every
+    /// message is checked): keep N * segment capacity well above what a stall can leave
+    /// unread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retain_segments: u64,
 
