@@ -409,7 +409,10 @@ impl Log {
             file_mode: header.file_mode,
         };
         // A log made without the flag may have readers that do not lock (older builds).
-        let recycles = header.log_flags & log_flags::RECYCLING != 0 && segment::recycling_pays(dir);
+        // (A bridge replica carries its source's flags, but no retention of its own.)
+        let recycles = header.log_flags & log_flags::RECYCLING != 0
+            && meta.policy().retains()
+            && segment::recycling_pays(dir);
         let parking_room = if recycles {
             parking_room(meta.policy(), spec.file_len())
         } else {

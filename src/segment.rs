@@ -223,6 +223,14 @@ pub(crate) fn retire_for_recycling(dir: &Path, doomed_base: u64, new_base: u64) 
         let _ = std::fs::remove_file(&doomed);
         return None;
     }
+    // Opened by the old name, locked now: if another process retired it meanwhile, it may be
+    // someone's live segment by now, under another name. Let go at once (the lock goes with
+    // the descriptor) and leave it alone: its old name is already gone.
+    let ours = still_named(&file, &doomed).unwrap_or(false)
+        && read_header(&file, &doomed).is_ok_and(|header| header.base_position == doomed_base);
+    if !ours {
+        return None;
+    }
     // Renamed with the lock held: an opener that finds the old name locks after this, and
     // then sees the name no longer leads here (see `lock_shared`). The name is never made
     // again (below the floor), so if it is gone, another pass deleted this very file.
@@ -332,13 +340,13 @@ fn lock_where_supported(file: &File, operation: libc::c_int) -> io::Result<()> {
 pub(crate) fn lock_shared(file: &File, path: &Path) -> Result<()> {
     match lock_where_supported(file, libc::LOCK_SH | libc::LOCK_NB) {
         Ok(()) => {}
-        // Held exclusively only by a recycler that is retiring this very file (published
-        // segments are never locked so): for this opener, it is gone.
+        // Held exclusively by a recycler: one retiring this very file, for as long as it
+        // zeroes it (then the name check below says it is gone), or one that opened it under
+        // an older name and is about to find it is not its own, for a system call or two.
+        // Either way, waiting is short, and deciding without waiting could call a live
+        // segment gone.
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            return Err(Error::io(
-                path,
-                io::Error::new(io::ErrorKind::NotFound, "retired by retention meanwhile"),
-            ))
+            lock_where_supported(file, libc::LOCK_SH).map_err(|e| Error::io(path, e))?
         }
         Err(e) => return Err(Error::io(path, e)),
     }

@@ -306,3 +306,44 @@ fn is_tmpfs(dir: &Path) -> bool {
         .max()
         .is_some_and(|(_, kind)| kind == "tmpfs")
 }
+
+#[test]
+fn a_reader_waits_out_an_exclusive_lock_on_a_live_segment() {
+    // A recycler that opened a file by a name retention has since moved past may lock it
+    // exclusively for a moment after another process made it a live segment; it then lets go.
+    // A reader meeting that lock must wait, not call the segment gone.
+    let dir = common::tempdir();
+    let options = LogOptions::new()
+        .segment_capacity(SEGMENT)
+        .retain_segments(8);
+    let log = Log::create(dir.path(), &options).unwrap();
+    let mut producer = log.producer().unwrap();
+    let mut sent = 0;
+    while log.tail() < 2 * SEGMENT + SEGMENT / 2 {
+        producer.offer(&message(sent)).unwrap();
+        sent += 1;
+    }
+    drop(producer);
+    let locked = std::fs::File::open(common::segment_path(dir.path(), SEGMENT)).unwrap();
+    // SAFETY: flock takes an open descriptor and a flag.
+    let rc = unsafe {
+        libc::flock(
+            std::os::unix::io::AsRawFd::as_raw_fd(&locked),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(rc, 0, "nothing else may hold segment 1 here");
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(locked);
+    });
+    let reader = Log::open(dir.path()).unwrap();
+    let mut consumer = reader.consumer(StartAt::Earliest).unwrap();
+    let mut read = 0;
+    while let Some(m) = consumer.poll().unwrap() {
+        assert_eq!(seq_of(m.payload()), read);
+        read += 1;
+    }
+    assert_eq!(read, sent);
+    holder.join().unwrap();
+}
