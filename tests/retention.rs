@@ -230,6 +230,9 @@ fn a_live_claim_in_flight_keeps_its_segment() {
     let mut producer = log.producer().unwrap();
     let mut seq = 0;
     produce_until(&log, &mut producer, &mut seq, 5 * SEGMENT);
+    // Dropping it waits for the preparer thread (which may be making the next segment, and
+    // would recycle segment 0 into it if it got there only after the commit below).
+    drop(producer);
     let report = log.apply_retention().unwrap();
     assert!(report.deleted.is_empty(), "{report:?}");
     assert_eq!(log.earliest_position().unwrap(), 0);
