@@ -657,31 +657,50 @@ impl Batch<'_> {
 
     /// Appends a record; fails with [`Error::BatchFull`] if it does not fit.
     pub fn push(&mut self, record: &[u8]) -> Result<()> {
+        self.push_with(record.len(), |room| room.copy_from_slice(record))
+    }
+
+    /// Appends a record of `len` bytes that `write` writes in place, in the mapping (given
+    /// them zeroed), with no copy: as [`Producer::claim`] does for a single message. Fails
+    /// with [`Error::BatchFull`] if it does not fit; `write` is then not called.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut producer = log.producer()?;
+    /// let mut batch = producer.batch(logbus::Batch::bytes_needed([8, 8]))?;
+    /// for sequence in 0..2u64 {
+    ///     batch.push_with(8, |room| room.copy_from_slice(&sequence.to_le_bytes()))?;
+    /// }
+    /// batch.commit()?;
+    /// let mut consumer = log.consumer(logbus::StartAt::Earliest)?;
+    /// let mut seen = Vec::new();
+    /// consumer.poll_batch(10, |m| seen.push(m.payload().to_vec()))?;
+    /// assert_eq!(seen, [0u64.to_le_bytes(), 1u64.to_le_bytes()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push_with(&mut self, len: usize, write: impl FnOnce(&mut [u8])) -> Result<()> {
         let start = align_up(self.used as u64, RECORD_ALIGNMENT) as usize;
-        let needed = start - self.used + RECORD_LENGTH_LEN as usize + record.len();
+        let needed = start - self.used + RECORD_LENGTH_LEN as usize + len;
         if needed > self.capacity - self.used {
             return Err(Error::BatchFull {
-                len: record.len(),
+                len,
                 needed,
                 remaining: self.capacity - self.used,
             });
         }
         // SAFETY: [start, start + 4 + len) lies inside this batch's claimed payload (checked
-        // above), which is this producer's alone until commit; `start` is 4-aligned in an
-        // 8-aligned payload, so the u32 store is aligned.
-        unsafe {
+        // above), which is this producer's alone until commit and which nothing else
+        // references meanwhile (the record is borrowed only for the call below); `start` is
+        // 4-aligned in an 8-aligned payload, so the u32 store is aligned. The bytes are zero:
+        // a claim is made in memory never written since its segment was made or zeroed.
+        let room = unsafe {
             let payload = self.header.add(FRAME_HEADER_LEN as usize);
-            payload
-                .add(start)
-                .cast::<u32>()
-                .write((record.len() as u32).to_le());
-            std::ptr::copy_nonoverlapping(
-                record.as_ptr(),
-                payload.add(start + RECORD_LENGTH_LEN as usize),
-                record.len(),
-            );
-        }
-        self.used = start + RECORD_LENGTH_LEN as usize + record.len();
+            payload.add(start).cast::<u32>().write((len as u32).to_le());
+            std::slice::from_raw_parts_mut(payload.add(start + RECORD_LENGTH_LEN as usize), len)
+        };
+        write(room);
+        self.used = start + RECORD_LENGTH_LEN as usize + len;
         Ok(())
     }
 

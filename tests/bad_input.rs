@@ -678,6 +678,11 @@ fn pushing_past_a_batch_capacity_is_batch_full_and_the_batch_still_commits() {
     assert_says(&err, &["batch full", "1-byte", "5 bytes", "4 are left"]);
     let err = batch.push(&[0u8; 1000]).unwrap_err();
     assert!(matches!(err, Error::BatchFull { len: 1000, .. }), "{err:?}");
+    // Written in place: the same check, and the writer is not called when it does not fit.
+    let err = batch
+        .push_with(5, |_| panic!("called for a record that does not fit"))
+        .unwrap_err();
+    assert!(matches!(err, Error::BatchFull { len: 5, .. }), "{err:?}");
     batch
         .push(b"")
         .expect("an empty record needs only its length");

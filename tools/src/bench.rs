@@ -42,6 +42,8 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   messages               messages sent in all; every consumer gets all of them
   producers, consumers   processes of each kind
   batch                  messages per message set (1 = each offered alone)
+  copy                   true: set records copied in (--copy); false: written in place
+                         (null for the socket)
   wait                   how consumers wait: \"spin\" or \"futex\"
   runs                   runs of each transport; the figures are medians over them
   cores                  CPUs this process may use
