@@ -259,10 +259,10 @@ pub struct CommonArgs {
 
     /// Keep only the newest N segments of each log (retention by count; 0 keeps all). On a
     /// tmpfs such a log recycles the segments retention retires into new ones, so it no
-    /// longer grows into fresh memory: compare with and without. A consumer that falls more
-    /// than about N segments behind finds its next messages deleted, and the run fails (every
-    /// message is checked): keep N * segment capacity well above what a stall can leave
-    /// unread.
+    /// longer grows into fresh memory: compare with and without. Throughput consumers then
+    /// read through durable cursors, which retention waits for, and the log is bounded to
+    /// N - 1 segments of lag (LogOptions::bounded), so a producer faster than its consumers
+    /// waits instead of losing messages to retention.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retain_segments: u64,
 
@@ -294,6 +294,13 @@ impl CommonArgs {
             .checksums(!self.no_checksums)
             .timestamps(!self.no_timestamps)
             .retain_segments(self.retain_segments)
+            // Consumers of a retaining log read through durable cursors, which retention
+            // waits for; bounded mode makes producers wait for them in turn, so that the log
+            // keeps to its segments (and recycles) however far ahead a producer could run.
+            .bounded(match self.retain_segments {
+                0 => 0, // off
+                n => (n - 1).max(1) * self.segment_capacity,
+            })
     }
 
     /// Where the benchmark's logs go: `--dir`, else [`default_base`].

@@ -699,9 +699,16 @@ fn consume_log(
     out: &mut impl Write,
 ) -> Result<()> {
     let log = Log::open(&args.path).context("opening the log")?;
-    let mut consumer = log
-        .consumer(StartAt::Earliest)
-        .context("making a consumer")?;
+    // In a log with retention, a durable cursor: retention then never deletes what this
+    // consumer has not read, and bounded mode (see `CommonArgs::log_options`) holds the
+    // producers back instead.
+    let retains = log.options().get_retain_segments().is_some();
+    let mut consumer = if retains {
+        log.consumer_named(&format!("bench-consumer-{}", std::process::id()))
+    } else {
+        log.consumer(StartAt::Earliest)
+    }
+    .context("making a consumer")?;
     let producers_done = input_closed()?;
     writeln!(out, "ready")?;
     let mut handle = |m: logbus::Message<'_>| checker.check(usize::from(m.producer()), m.payload());
@@ -714,6 +721,11 @@ fn consume_log(
         if n > 0 {
             received += n as u64;
             timing.batch_read(received);
+            if retains {
+                consumer
+                    .commit_position()
+                    .context("committing the cursor")?;
+            }
             if received >= args.messages {
                 return Ok(());
             }
@@ -857,18 +869,24 @@ fn produce_log(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Res
     if args.batch <= 1 {
         for sequence in 0..args.messages {
             stamp(buf, sequence);
-            producer
-                .offer(buf)
-                .with_context(|| format!("offering message {sequence}"))?;
+            while !accepted(producer.offer(buf))
+                .with_context(|| format!("offering message {sequence}"))?
+            {}
         }
     } else {
         let mut sequence = 0;
         while sequence < args.messages {
             let count = (args.messages - sequence).min(u64::from(args.batch));
             let needed = Batch::bytes_needed(std::iter::repeat_n(buf.len(), count as usize));
-            let mut batch = producer
-                .batch(needed)
-                .with_context(|| format!("claiming a set at message {sequence}"))?;
+            let mut batch = loop {
+                match producer.batch(needed) {
+                    Err(logbus::Error::Backpressure { .. }) => std::hint::spin_loop(),
+                    other => {
+                        break other
+                            .with_context(|| format!("claiming a set at message {sequence}"))?
+                    }
+                }
+            };
             for _ in 0..count {
                 if args.copy {
                     stamp(buf, sequence);
@@ -888,6 +906,19 @@ fn produce_log(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Res
         }
     }
     Ok(start.elapsed())
+}
+
+/// Whether an offer went in: false when bounded mode held it back (then the caller tries
+/// again), an error for anything else.
+fn accepted<T>(offered: logbus::Result<T>) -> logbus::Result<bool> {
+    match offered {
+        Ok(_) => Ok(true),
+        Err(logbus::Error::Backpressure { .. }) => {
+            std::hint::spin_loop();
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn produce_socket(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Result<Duration> {
