@@ -1,7 +1,8 @@
 //! Segment supply: what this machine's file system charges for the fresh memory a log grows
-//! into. A log never reuses its bytes, so every byte a producer writes was first allocated
-//! and zeroed by the kernel (`fallocate`) and mapped into the page tables of every process
-//! that touches it; and when its segment is left behind, unmapped again. The preparer
+//! into. A log without retention never reuses its bytes, so every byte a producer writes
+//! was first allocated and zeroed by the kernel (`fallocate`) and mapped into the page tables
+//! of every process that touches it; and when its segment is left behind, unmapped again.
+//! (A log with retention on a tmpfs recycles its segments instead: the `fill_*` pair below.) The preparer
 //! thread of each process does this off the hot path — but on the same cores.
 //!
 //! Groups (throughput is in bytes of segment, so criterion prints the supply rate):
