@@ -924,9 +924,7 @@ impl Shared {
         segment::sync_dir(&self.dir);
         let retained_from = self.meta.retained_from().load(Ordering::Acquire);
         self.meta.forget_dead_claims_below(retained_from);
-        for segment in self.preparer.forget_below(retained_from) {
-            self.parking.park(segment);
-        }
+        self.let_go_below(retained_from);
         report.earliest = self.earliest_position()?;
         Ok(report)
     }
@@ -945,10 +943,16 @@ impl Shared {
         self.meta.retained_from().fetch_max(end, Ordering::SeqCst);
         // This process's own prepared mapping of it would refuse the recycler its lock; parked,
         // it serves the recycling instead.
-        for segment in self.preparer.forget_below(end) {
+        self.let_go_below(end);
+        segment::retire_for_recycling(&self.dir, oldest, base)
+    }
+
+    /// Lets go of this process's prepared segments below `floor` and of those waiting to be
+    /// unmapped: parked, where this was their last reference (see `segment::Parking`).
+    fn let_go_below(&self, floor: u64) {
+        for segment in self.preparer.forget_below(floor) {
             self.parking.park(segment);
         }
-        segment::retire_for_recycling(&self.dir, oldest, base)
     }
 
     /// What a retention pass would delete, once the segment at `upcoming` (if any) exists.
@@ -1133,21 +1137,14 @@ struct RetentionPlan {
 /// one whose file was deleted holds the file's memory until the process's next segment
 /// change lets it go, so the bound is also one of memory.
 fn parking_room(policy: &crate::meta::Policy, file_len: u64) -> usize {
-    const MAX_PARKED: u64 = 16;
-    let by_count = match policy.retain_segments {
-        0 => MAX_PARKED,
-        n => n,
-    };
-    let by_size = match policy.retain_bytes {
-        0 => MAX_PARKED,
-        bytes => (bytes / file_len).max(1),
-    };
-    let room = if policy.retain_segments == 0 && policy.retain_bytes == 0 {
-        4
-    } else {
-        by_count.min(by_size)
-    };
-    room.min(MAX_PARKED) as usize
+    let by_count = non_zero(policy.retain_segments);
+    let by_size = non_zero(policy.retain_bytes).map(|bytes| (bytes / file_len).max(1));
+    [by_count, by_size]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(4)
+        .min(16) as usize
 }
 
 /// The base positions of the segment files in `dir`, in log order.

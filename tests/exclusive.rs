@@ -5,7 +5,7 @@ mod common;
 
 use logbus::{Error, Log, LogOptions, StartAt};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -36,10 +36,7 @@ fn child_entry() {
 fn an_exclusive_producer_holds_the_log_across_processes_until_its_process_dies() {
     let dir = common::tempdir();
     let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--include-ignored"])
-        .args(["--test-threads", "1"])
-        .env(common::CHILD_ENV, "exclusive_holder")
+    let mut child = common::child_command("exclusive_holder")
         .env("LOGBUS_TEST_LOG", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

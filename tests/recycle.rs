@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 const SEGMENT: u64 = 1 << 16;
 
@@ -24,6 +24,18 @@ fn seq_of(payload: &[u8]) -> u64 {
     let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
     assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
     seq
+}
+
+/// A temporary directory under `/dev/shm`, where logs recycle; `None` (the test skips,
+/// saying so) where there is none.
+fn tmpfs_tempdir() -> Option<tempfile::TempDir> {
+    let dir = common::tempdir();
+    if dir.path().starts_with("/dev/shm") {
+        Some(dir)
+    } else {
+        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+        None
+    }
 }
 
 /// Records the inode of every segment file now in `dir` under its base position.
@@ -153,11 +165,9 @@ fn slow_reader_child() {
 
 #[test]
 fn retired_segments_become_new_ones_and_every_message_reads_back_intact() {
-    let dir = common::tempdir();
-    if !dir.path().starts_with("/dev/shm") {
-        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+    let Some(dir) = tmpfs_tempdir() else {
         return;
-    }
+    };
     let options = LogOptions::new()
         .segment_capacity(SEGMENT)
         .retain_segments(3);
@@ -210,11 +220,9 @@ fn retired_segments_become_new_ones_and_every_message_reads_back_intact() {
 
 #[test]
 fn a_segment_another_process_reads_is_deleted_not_recycled_and_reads_on_intact() {
-    let dir = common::tempdir();
-    if !dir.path().starts_with("/dev/shm") {
-        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+    let Some(dir) = tmpfs_tempdir() else {
         return;
-    }
+    };
     let options = LogOptions::new()
         .segment_capacity(SEGMENT)
         .retain_segments(2);
@@ -228,10 +236,7 @@ fn a_segment_another_process_reads_is_deleted_not_recycled_and_reads_on_intact()
     let first_inode = std::fs::metadata(common::segment_path(dir.path(), 0))
         .unwrap()
         .ino();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--include-ignored"])
-        .args(["--test-threads", "1"])
-        .env(common::CHILD_ENV, "slow_reader")
+    let mut child = common::child_command("slow_reader")
         .env("LOGBUS_TEST_LOG", dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -299,11 +304,9 @@ fn minor_faults() -> i64 {
 
 #[test]
 fn once_warm_a_recycling_log_writes_and_reads_without_page_faults() {
-    let dir = common::tempdir();
-    if !dir.path().starts_with("/dev/shm") {
-        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+    let Some(dir) = tmpfs_tempdir() else {
         return;
-    }
+    };
     let options = LogOptions::new()
         .segment_capacity(SEGMENT)
         .retain_segments(4);
@@ -417,11 +420,9 @@ fn a_reader_waits_out_an_exclusive_lock_on_a_live_segment() {
 
 #[test]
 fn processes_that_write_and_read_through_recycled_segments_lose_nothing() {
-    let root = common::tempdir();
-    if !root.path().starts_with("/dev/shm") {
-        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+    let Some(root) = tmpfs_tempdir() else {
         return;
-    }
+    };
     let log_dir = root.path().join("log");
     let options = LogOptions::new()
         .segment_capacity(SEGMENT)

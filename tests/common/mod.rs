@@ -157,6 +157,26 @@ impl Running {
     }
 }
 
+/// A command that runs this test binary again as a child in `role`: with only the ignored
+/// `child_entry` test selected, which works the same under `cargo test` and under
+/// cargo-nextest, and told who its parent is (see [`child_init`]).
+pub fn child_command(role: &str) -> Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, role)
+        .env(PARENT_ENV, std::process::id().to_string());
+    command
+}
+
 /// Child processes of one test, each running this test binary's `child_entry` test. Every
 /// child still running when this is dropped (a failed assertion, a timeout) is killed and
 /// reaped, so no test leaves processes behind.
@@ -177,23 +197,11 @@ impl Children {
         }
     }
 
-    /// Starts a child named `name` (for messages) in `role`, with extra environment. It runs
-    /// the test binary again with only the ignored `child_entry` test selected, which works
-    /// the same under `cargo test` and under cargo-nextest.
+    /// Starts a child named `name` (for messages) in `role` (see [`child_command`]), with
+    /// extra environment.
     pub fn spawn(&mut self, name: &str, role: &str, envs: &[(&str, String)]) {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let mut command = Command::new(exe);
+        let mut command = child_command(role);
         command
-            .args([
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--include-ignored",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, role)
-            .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -869,9 +869,13 @@ fn produce_log(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Res
     if args.batch <= 1 {
         for sequence in 0..args.messages {
             stamp(buf, sequence);
-            while !accepted(producer.offer(buf))
-                .with_context(|| format!("offering message {sequence}"))?
-            {}
+            loop {
+                let offered = producer.offer(buf);
+                if !held_back(&offered) {
+                    offered.with_context(|| format!("offering message {sequence}"))?;
+                    break;
+                }
+            }
         }
     } else {
         let mut sequence = 0;
@@ -879,12 +883,10 @@ fn produce_log(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Res
             let count = (args.messages - sequence).min(u64::from(args.batch));
             let needed = Batch::bytes_needed(std::iter::repeat_n(buf.len(), count as usize));
             let mut batch = loop {
-                match producer.batch(needed) {
-                    Err(logbus::Error::Backpressure { .. }) => std::hint::spin_loop(),
-                    other => {
-                        break other
-                            .with_context(|| format!("claiming a set at message {sequence}"))?
-                    }
+                let claimed = producer.batch(needed);
+                if !held_back(&claimed) {
+                    break claimed
+                        .with_context(|| format!("claiming a set at message {sequence}"))?;
                 }
             };
             for _ in 0..count {
@@ -908,17 +910,13 @@ fn produce_log(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Res
     Ok(start.elapsed())
 }
 
-/// Whether an offer went in: false when bounded mode held it back (then the caller tries
-/// again), an error for anything else.
-fn accepted<T>(offered: logbus::Result<T>) -> logbus::Result<bool> {
-    match offered {
-        Ok(_) => Ok(true),
-        Err(logbus::Error::Backpressure { .. }) => {
-            std::hint::spin_loop();
-            Ok(false)
-        }
-        Err(e) => Err(e),
+/// Whether bounded mode held a producer call back (after a pause; the caller tries again).
+fn held_back<T>(result: &logbus::Result<T>) -> bool {
+    let held = matches!(result, Err(logbus::Error::Backpressure { .. }));
+    if held {
+        std::hint::spin_loop();
     }
+    held
 }
 
 fn produce_socket(args: &ProducerArgs, buf: &mut [u8], out: &mut impl Write) -> Result<Duration> {
