@@ -218,6 +218,34 @@ struct BatchCursor {
     payload_position: u64,
 }
 
+impl BatchCursor {
+    /// The record whose length prefix is at `offset` of the payload, and the offset after it.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must be the offset of a record of this set, checked by `enter_batch_at`
+    /// (which checks that whole records tile the committed payload), and the returned
+    /// message must not outlive the mapping the payload lies in (the consumer's `current`
+    /// segment, which the borrow of the consumer that every message carries keeps alive).
+    #[inline(always)]
+    unsafe fn record_at<'a>(&self, offset: usize) -> (Message<'a>, usize) {
+        // SAFETY: the caller's promise: a length prefix lies at `offset`, 4-aligned in the
+        // 8-aligned payload; committed bytes are never written again.
+        let len = u32::from_le(unsafe { self.payload.add(offset).cast::<u32>().read() }) as usize;
+        let body = offset + RECORD_LENGTH_LEN as usize;
+        let message = Message {
+            // SAFETY: as above, the record's `len` bytes follow its prefix.
+            payload: unsafe { std::slice::from_raw_parts(self.payload.add(body), len) },
+            position: self.payload_position + offset as u64,
+            timestamp_ns: self.timestamp_ns,
+            producer: self.producer,
+            frame_flags: self.frame_flags,
+            promised_alignment: RECORD_ALIGNMENT as u8,
+        };
+        (message, format::next_record_offset(offset, len))
+    }
+}
+
 // SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>` held beside them
 // (the batch cursor's into `current`), which are Send.
 unsafe impl Send for Consumer {}
@@ -458,11 +486,46 @@ impl Consumer {
         mut handler: impl FnMut(Message<'_>),
     ) -> Result<usize> {
         let mut delivered = 0;
-        while delivered < max && self.poll_ready()? {
-            handler(self.take_message());
-            delivered += 1;
+        while delivered < max {
+            if self.batch.is_some() {
+                delivered += self.take_records(max - delivered, &mut handler);
+                continue;
+            }
+            if !self.poll_ready()? {
+                break;
+            }
+            if self.batch.is_none() {
+                handler(self.take_message());
+                delivered += 1;
+            }
         }
         Ok(delivered)
+    }
+
+    /// Hands up to `max` records of the message set being read to `handler`, and returns how
+    /// many. The loop a set's records go through: one length read, one compare and one call
+    /// each, with no look at the frame or segment in between (`enter_batch_at` checked them
+    /// all before the first was handed out).
+    #[inline]
+    fn take_records(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> usize {
+        let Some(batch) = &mut self.batch else {
+            return 0;
+        };
+        let mut offset = batch.next;
+        let mut taken = 0;
+        while taken < max && offset < batch.payload_len {
+            // SAFETY: `enter_batch_at` checked the set's records, and `offset` is one of them.
+            let (message, next) = unsafe { batch.record_at(offset) };
+            handler(message);
+            offset = next;
+            taken += 1;
+        }
+        if offset >= batch.payload_len {
+            self.batch = None;
+        } else {
+            batch.next = offset;
+        }
+        taken
     }
 
     /// The next message, waiting for it if there is none: first spinning briefly, then
@@ -601,22 +664,9 @@ impl Consumer {
     #[inline]
     fn take_message(&mut self) -> Message<'_> {
         if let Some(batch) = &mut self.batch {
-            let offset = batch.next;
-            // SAFETY: `enter_batch_at` and the previous take checked that a whole record lies
-            // at `offset` inside the committed payload, which stays mapped by `current`.
-            let len = unsafe { batch.payload.add(offset).cast::<u32>().read() };
-            let len = u32::from_le(len) as usize;
-            let body = offset + RECORD_LENGTH_LEN as usize;
-            let message = Message {
-                // SAFETY: as above; committed bytes are never written again.
-                payload: unsafe { std::slice::from_raw_parts(batch.payload.add(body), len) },
-                position: batch.payload_position + offset as u64,
-                timestamp_ns: batch.timestamp_ns,
-                producer: batch.producer,
-                frame_flags: batch.frame_flags,
-                promised_alignment: RECORD_ALIGNMENT as u8,
-            };
-            let next = format::next_record_offset(offset, len);
+            // SAFETY: `enter_batch_at` checked the set's records, and the previous takes left
+            // `next` at one of them.
+            let (message, next) = unsafe { batch.record_at(batch.next) };
             if next >= batch.payload_len {
                 self.batch = None;
             } else {
