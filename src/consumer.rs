@@ -491,7 +491,8 @@ impl Consumer {
                 delivered += self.take_records(max - delivered, &mut handler);
                 continue;
             }
-            if !self.poll_ready()? {
+            delivered += self.take_frames(max - delivered, &mut handler);
+            if delivered == max || !self.poll_ready()? {
                 break;
             }
             if self.batch.is_none() {
@@ -500,6 +501,63 @@ impl Consumer {
             }
         }
         Ok(delivered)
+    }
+
+    /// Hands the committed data frames that follow one another in the mapped segment to
+    /// `handler`, up to `max`, and returns how many. The loop single messages go through: one
+    /// load of the frame word, its checks and one call each. Anything else — an empty word,
+    /// padding, a message set, a segment end, the point where the next segment is prepared,
+    /// a frame that fails its checks or its checksum — ends it, for `advance_to_message`
+    /// to deal with (and report) as a `poll` would.
+    #[inline]
+    fn take_frames(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> usize {
+        let Some(current) = &self.current else {
+            return 0;
+        };
+        if current.index != self.geometry.segment_index(self.position) {
+            return 0;
+        }
+        let segment_end = self.geometry.segment_end(self.position);
+        let stop = segment_end.min(self.prepare_next_at);
+        let mut position = self.position;
+        let mut taken = 0;
+        while taken < max && position < stop {
+            // SAFETY: `position` is 8-aligned and inside the segment `current` maps (below
+            // `segment_end`), so the frame word is an aligned u64 in the mapping, which
+            // `self.current` keeps alive for as long as the borrow of `self`.
+            let header = unsafe {
+                current
+                    .data
+                    .add(self.geometry.offset_in_segment(position) as usize)
+            };
+            // SAFETY: as above.
+            let word = unsafe { &*(header as *const AtomicU64) };
+            let FrameState::Committed(frame) = read_frame(word) else {
+                break;
+            };
+            let aligned = align_up(frame.length as u64, FRAME_ALIGNMENT);
+            if frame.kind != kind::DATA
+                || (frame.length as u64) < FRAME_HEADER_LEN
+                || position + aligned > segment_end
+            {
+                break;
+            }
+            // SAFETY: the frame is committed (Acquire above) and lies inside the segment
+            // (checked above); committed frames are never written again.
+            let message = unsafe { frame_message(header, frame, position) };
+            if self.verify_checksums
+                && frame.flags & flags::CHECKSUM != 0
+                // SAFETY: as above.
+                && format::checksum(message.payload) != unsafe { read_header_tail(header).0 }
+            {
+                break;
+            }
+            handler(message);
+            position += aligned;
+            taken += 1;
+        }
+        self.position = position;
+        taken
     }
 
     /// Hands up to `max` records of the message set being read to `handler`, and returns how
@@ -678,22 +736,10 @@ impl Consumer {
         // SAFETY: `advance_to_message` saw this frame committed (Acquire) and checked that it
         // lies inside the segment; a committed frame is never written again, and the mapping
         // lives in `self.current` for as long as the returned borrow of `self`.
-        let (frame, timestamp) = unsafe {
-            let word = (*(header as *const AtomicU64)).load(Ordering::Relaxed);
-            (FrameWord::unpack(word), read_header_tail(header).1)
-        };
-        let payload_len = frame.length as usize - FRAME_HEADER_LEN as usize;
-        let message = Message {
-            // SAFETY: as above.
-            payload: unsafe {
-                std::slice::from_raw_parts(header.add(FRAME_HEADER_LEN as usize), payload_len)
-            },
-            position: self.position,
-            timestamp_ns: timestamp,
-            producer: frame.producer,
-            frame_flags: frame.flags,
-            promised_alignment: FRAME_ALIGNMENT as u8,
-        };
+        let frame =
+            FrameWord::unpack(unsafe { (*(header as *const AtomicU64)).load(Ordering::Relaxed) });
+        // SAFETY: as above.
+        let message = unsafe { frame_message(header, frame, self.position) };
         self.position += align_up(frame.length as u64, FRAME_ALIGNMENT);
         message
     }
@@ -953,6 +999,32 @@ impl Consumer {
             )));
         }
         Ok((position, None))
+    }
+}
+
+/// The message in the committed data frame at `header`, whose frame word is `frame` and
+/// which lies at `position`.
+///
+/// # Safety
+///
+/// `header` must point at a committed data frame (its word seen with `Acquire`) that lies
+/// whole inside a mapping, with `frame.length` at least the header's length, and the message
+/// must not outlive that mapping.
+#[inline(always)]
+unsafe fn frame_message<'a>(header: *const u8, frame: FrameWord, position: u64) -> Message<'a> {
+    let payload_len = frame.length as usize - FRAME_HEADER_LEN as usize;
+    Message {
+        // SAFETY: the caller's promise: the payload follows the header inside the mapping,
+        // and committed bytes are never written again.
+        payload: unsafe {
+            std::slice::from_raw_parts(header.add(FRAME_HEADER_LEN as usize), payload_len)
+        },
+        position,
+        // SAFETY: as above; the header's tail is readable and aligned.
+        timestamp_ns: unsafe { read_header_tail(header).1 },
+        producer: frame.producer,
+        frame_flags: frame.flags,
+        promised_alignment: FRAME_ALIGNMENT as u8,
     }
 }
 

@@ -132,10 +132,28 @@ fn read_until_error(log: &Log) -> (Vec<u64>, Error) {
                 let again = consumer.poll().expect_err("the error is reported again");
                 assert_eq!(again.to_string(), e.to_string());
                 assert_eq!(consumer.position(), position, "moved past an error");
+                assert_poll_batch_reads_the_same(log, &positions, &e);
                 return (positions, e);
             }
         }
     }
+}
+
+/// `poll_batch`, which takes runs of frames in a loop of its own, delivers the same messages
+/// as `poll` before the same error.
+fn assert_poll_batch_reads_the_same(log: &Log, positions: &[u64], error: &Error) {
+    let mut consumer = log.consumer(StartAt::Earliest).unwrap();
+    consumer.verify_checksums(true);
+    let mut seen = Vec::new();
+    let err = loop {
+        match consumer.poll_batch(usize::MAX, |m| seen.push(m.position())) {
+            Ok(0) => panic!("poll_batch read to the end without the error: {error}"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seen, positions, "poll_batch delivered other messages");
+    assert_eq!(err.to_string(), error.to_string());
 }
 
 // ---------------------------------------------------------------------------------------------
