@@ -260,7 +260,8 @@ pub struct CommonArgs {
     /// Keep only the newest N segments of each log (retention by count; 0 keeps all). On a
     /// tmpfs such a log recycles the segments retention retires into new ones, so it no
     /// longer grows into fresh memory: compare with and without. Throughput consumers then
-    /// read through durable cursors, which retention waits for, and the log is bounded to
+    /// read through durable cursors (committed every 65536 messages and whenever they find
+    /// nothing new), which retention waits for, and the log is bounded to
     /// N - 1 segments of lag (LogOptions::bounded), so a producer faster than its consumers
     /// waits instead of losing messages to retention.
     #[arg(long, value_name = "N", default_value_t = 0)]
