@@ -51,7 +51,11 @@ fn write(dir: &std::path::Path, shape: &[usize]) -> Log {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn poll_batch_in_any_pieces_hands_out_what_poll_does(
