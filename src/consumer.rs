@@ -218,6 +218,58 @@ struct BatchCursor {
     payload_position: u64,
 }
 
+/// The stretch of the mapped segment where single messages can be taken one after another
+/// with no look at anything but their frames: up to the segment end, or to the point where the
+/// next segment is to be prepared if that comes first. This is the consumer's fast path;
+/// everything else — an empty word, padding, a message set, a frame that fails its checks or
+/// its checksum — is left to `advance_to_message`.
+struct PlainFrames {
+    data: *const u8,
+    geometry: Geometry,
+    segment_end: u64,
+    stop: u64,
+    verify_checksums: bool,
+}
+
+impl PlainFrames {
+    /// The committed data frame at `position` (its header, word and aligned length), if it
+    /// is one, lies whole in the segment and passes its checksum when verifying.
+    #[inline(always)]
+    fn at(&self, position: u64) -> Option<(*const u8, FrameWord, u64)> {
+        if position >= self.stop {
+            return None;
+        }
+        // SAFETY: `position` is an 8-aligned frame start below `segment_end`, so the frame word
+        // is an aligned u64 inside the mapping, which the consumer keeps alive while it uses
+        // this.
+        let header = unsafe {
+            self.data
+                .add(self.geometry.offset_in_segment(position) as usize)
+        };
+        // SAFETY: as above.
+        let FrameState::Committed(frame) = read_frame(unsafe { &*(header as *const AtomicU64) })
+        else {
+            return None;
+        };
+        let aligned = align_up(frame.length as u64, FRAME_ALIGNMENT);
+        if frame.kind != kind::DATA
+            || (frame.length as u64) < FRAME_HEADER_LEN
+            || position + aligned > self.segment_end
+        {
+            return None;
+        }
+        if self.verify_checksums && frame.flags & flags::CHECKSUM != 0 {
+            // SAFETY: the frame is committed (Acquire above) and lies whole in the mapping
+            // (checked above).
+            let (expected, actual) = unsafe { stored_and_computed_checksums(header, frame) };
+            if actual != expected {
+                return None;
+            }
+        }
+        Some((header, frame, aligned))
+    }
+}
+
 impl BatchCursor {
     /// The record whose length prefix is at `offset` of the payload, and the offset after it.
     ///
@@ -455,6 +507,16 @@ impl Consumer {
     /// The next committed message, or `None` if there is none yet. Never blocks.
     #[inline]
     pub fn poll(&mut self) -> Result<Option<Message<'_>>> {
+        if let Some((header, frame, aligned)) = self
+            .plain_frames()
+            .and_then(|frames| frames.at(self.position))
+        {
+            let position = self.position;
+            self.position += aligned;
+            // SAFETY: `at` found a committed data frame, whole inside the segment that
+            // `self.current` keeps mapped for as long as the borrow of `self`.
+            return Ok(Some(unsafe { frame_message(header, frame, position) }));
+        }
         if self.poll_ready()? {
             Ok(Some(self.take_message()))
         } else {
@@ -504,60 +566,46 @@ impl Consumer {
     }
 
     /// Hands the committed data frames that follow one another in the mapped segment to
-    /// `handler`, up to `max`, and returns how many. The loop single messages go through: one
-    /// load of the frame word, its checks and one call each. Anything else — an empty word,
-    /// padding, a message set, a segment end, the point where the next segment is prepared,
-    /// a frame that fails its checks or its checksum — ends it, for `advance_to_message`
-    /// to deal with (and report) as a `poll` would.
+    /// `handler`, up to `max`, and returns how many: the loop single messages go through (see
+    /// [`PlainFrames`]). Whatever ends it is left for `advance_to_message` to deal with (and
+    /// report) as a `poll` would.
     #[inline]
     fn take_frames(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> usize {
-        let Some(current) = &self.current else {
+        let Some(frames) = self.plain_frames() else {
             return 0;
         };
-        if current.index != self.geometry.segment_index(self.position) {
-            return 0;
-        }
-        let segment_end = self.geometry.segment_end(self.position);
-        let stop = segment_end.min(self.prepare_next_at);
         let mut position = self.position;
         let mut taken = 0;
-        while taken < max && position < stop {
-            // SAFETY: `position` is 8-aligned and inside the segment `current` maps (below
-            // `segment_end`), so the frame word is an aligned u64 in the mapping, which
-            // `self.current` keeps alive for as long as the borrow of `self`.
-            let header = unsafe {
-                current
-                    .data
-                    .add(self.geometry.offset_in_segment(position) as usize)
-            };
-            // SAFETY: as above.
-            let word = unsafe { &*(header as *const AtomicU64) };
-            let FrameState::Committed(frame) = read_frame(word) else {
+        while taken < max {
+            let Some((header, frame, aligned)) = frames.at(position) else {
                 break;
             };
-            let aligned = align_up(frame.length as u64, FRAME_ALIGNMENT);
-            if frame.kind != kind::DATA
-                || (frame.length as u64) < FRAME_HEADER_LEN
-                || position + aligned > segment_end
-            {
-                break;
-            }
-            // SAFETY: the frame is committed (Acquire above) and lies inside the segment
-            // (checked above); committed frames are never written again.
-            let message = unsafe { frame_message(header, frame, position) };
-            if self.verify_checksums
-                && frame.flags & flags::CHECKSUM != 0
-                // SAFETY: as above.
-                && format::checksum(message.payload) != unsafe { read_header_tail(header).0 }
-            {
-                break;
-            }
-            handler(message);
+            // SAFETY: `at` found a committed data frame, whole inside the segment that
+            // `self.current` keeps mapped for as long as the borrow of `self`.
+            handler(unsafe { frame_message(header, frame, position) });
             position += aligned;
             taken += 1;
         }
         self.position = position;
         taken
+    }
+
+    /// Where plain frames may be taken from the consumer's position on, or `None` if it is
+    /// inside a set or its segment is not the one mapped.
+    #[inline(always)]
+    fn plain_frames(&self) -> Option<PlainFrames> {
+        let current = self.current.as_ref()?;
+        if self.batch.is_some() || current.index != self.geometry.segment_index(self.position) {
+            return None;
+        }
+        let segment_end = self.geometry.segment_end(self.position);
+        Some(PlainFrames {
+            data: current.data,
+            geometry: self.geometry,
+            segment_end,
+            stop: segment_end.min(self.prepare_next_at),
+            verify_checksums: self.verify_checksums,
+        })
     }
 
     /// Hands up to `max` records of the message set being read to `handler`, and returns how
@@ -787,18 +835,8 @@ impl Consumer {
     }
 
     fn verify_frame_checksum(&self, frame: FrameWord) -> Result<()> {
-        let header = self.frame_ptr();
         // SAFETY: the frame is committed and lies inside the mapped segment (check_frame).
-        let (expected, payload) = unsafe {
-            (
-                read_header_tail(header).0,
-                std::slice::from_raw_parts(
-                    header.add(FRAME_HEADER_LEN as usize),
-                    frame.length as usize - FRAME_HEADER_LEN as usize,
-                ),
-            )
-        };
-        let actual = format::checksum(payload);
+        let (expected, actual) = unsafe { stored_and_computed_checksums(self.frame_ptr(), frame) };
         if actual != expected {
             return Err(Error::ChecksumMismatch {
                 position: self.position,
@@ -1000,6 +1038,26 @@ impl Consumer {
         }
         Ok((position, None))
     }
+}
+
+/// The checksum a committed frame's header holds, and the one its payload has.
+///
+/// # Safety
+///
+/// `header` must point at a committed frame (its word seen with `Acquire`) of `frame.length`
+/// bytes, at least a header's, that lies whole inside a mapping.
+unsafe fn stored_and_computed_checksums(header: *const u8, frame: FrameWord) -> (u32, u32) {
+    // SAFETY: the caller's promise; committed bytes are never written again.
+    let (stored, payload) = unsafe {
+        (
+            read_header_tail(header).0,
+            std::slice::from_raw_parts(
+                header.add(FRAME_HEADER_LEN as usize),
+                frame.length as usize - FRAME_HEADER_LEN as usize,
+            ),
+        )
+    };
+    (stored, format::checksum(payload))
 }
 
 /// The message in the committed data frame at `header`, whose frame word is `frame` and
