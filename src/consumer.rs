@@ -574,19 +574,20 @@ impl Consumer {
         let Some(frames) = self.plain_frames() else {
             return 0;
         };
-        let mut position = self.position;
         let mut taken = 0;
         while taken < max {
+            let position = self.position;
             let Some((header, frame, aligned)) = frames.at(position) else {
                 break;
             };
+            // Past the message before the handler has it, as `poll` is: a handler that
+            // panics is not handed it again.
+            self.position = position + aligned;
             // SAFETY: `at` found a committed data frame, whole inside the segment that
             // `self.current` keeps mapped for as long as the borrow of `self`.
             handler(unsafe { frame_message(header, frame, position) });
-            position += aligned;
             taken += 1;
         }
-        self.position = position;
         taken
     }
 
@@ -614,22 +615,22 @@ impl Consumer {
     /// all before the first was handed out).
     #[inline]
     fn take_records(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> usize {
-        let Some(batch) = &mut self.batch else {
+        let Some(set) = self.batch else {
             return 0;
         };
-        let mut offset = batch.next;
+        let mut offset = set.next;
         let mut taken = 0;
-        while taken < max && offset < batch.payload_len {
+        while taken < max && offset < set.payload_len {
             // SAFETY: `enter_batch_at` checked the set's records, and `offset` is one of them.
-            let (message, next) = unsafe { batch.record_at(offset) };
+            let (message, next) = unsafe { set.record_at(offset) };
+            // Past the record before the handler has it, as in `take_frames`.
+            match &mut self.batch {
+                Some(batch) if next < set.payload_len => batch.next = next,
+                _ => self.batch = None,
+            }
             handler(message);
             offset = next;
             taken += 1;
-        }
-        if offset >= batch.payload_len {
-            self.batch = None;
-        } else {
-            batch.next = offset;
         }
         taken
     }

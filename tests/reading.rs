@@ -1,14 +1,18 @@
 //! The ways of reading agree: `poll_batch` in pieces of any size, mixed with single `poll`s,
-//! hands out exactly the messages `poll` does, one by one, with the same positions, bytes and
-//! header fields, across single messages, message sets of every size and segment ends. And the
-//! record check every consumer runs over a set before its first record agrees with the
-//! record-by-record walk that `dump` and the bridge use.
+//! hands out exactly the messages that were written, in order, with the positions, header
+//! fields and bytes that `wait` (which takes none of the fast paths) gives them; across single
+//! messages, message sets of every size, aborted claims, segment ends and starts part-way
+//! into a set, with checksums verified or not. A handler that panics is not handed its message
+//! again. And the record check every consumer runs over a set before its first record agrees
+//! with the record-by-record walk that `dump` and the bridge use.
 
 mod common;
 
 use logbus::format::{check_records, records};
 use logbus::{Log, LogOptions, StartAt};
 use proptest::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 /// What a reader can observe of one message.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,26 +32,48 @@ fn seen(m: logbus::Message<'_>) -> Seen {
     }
 }
 
-/// Writes `shape` into a fresh log of 64 KiB segments: each entry is a single message (0) or
-/// a message set of that many records, of lengths derived from their number (below 100 bytes,
-/// so that a set of 63 fits the largest frame, an eighth of a segment).
-fn write(dir: &std::path::Path, shape: &[usize]) -> Log {
+/// An entry of [`write`]'s shape that aborts a claim (readers skip it as padding) instead of
+/// writing a message or a set.
+const ABORTED: usize = 64;
+
+/// Writes `shape` into a fresh log of 64 KiB segments and returns what it wrote, in order:
+/// each entry is a single message (0), a message set of that many records, or an aborted
+/// claim ([`ABORTED`]). Lengths derive from the message's number and stay below 100 bytes, so
+/// that a set of 63 fits the largest frame, an eighth of a segment.
+fn write(dir: &std::path::Path, shape: &[usize]) -> (Log, Vec<Vec<u8>>) {
     let log = Log::create(dir, &LogOptions::new().segment_capacity(1 << 16)).unwrap();
     let mut producer = log.producer().unwrap();
-    let mut n = 0usize;
-    let mut next = || {
-        n += 1;
-        vec![(n % 251) as u8; n * 7 % 100]
+    let mut written = Vec::new();
+    let next = |written: &mut Vec<Vec<u8>>| {
+        let n = written.len() + 1;
+        let message = vec![(n % 251) as u8; n * 7 % 100];
+        written.push(message.clone());
+        message
     };
     for &records in shape {
-        if records == 0 {
-            producer.offer(&next()).unwrap();
-        } else {
-            let set: Vec<Vec<u8>> = (0..records).map(|_| next()).collect();
-            producer.offer_batch(&set).unwrap();
+        match records {
+            0 => {
+                producer.offer(&next(&mut written)).unwrap();
+            }
+            ABORTED => drop(producer.claim(40).unwrap()),
+            _ => {
+                let set: Vec<Vec<u8>> = (0..records).map(|_| next(&mut written)).collect();
+                producer.offer_batch(&set).unwrap();
+            }
         }
     }
-    log
+    (log, written)
+}
+
+/// Every message from `start` on, read with `wait`, which goes through none of the fast paths.
+fn read_slowly(log: &Log, start: StartAt, verify: bool) -> Vec<Seen> {
+    let mut consumer = log.consumer(start).unwrap();
+    consumer.verify_checksums(verify);
+    let mut all = Vec::new();
+    while let Some(m) = consumer.wait(Some(Duration::ZERO)).unwrap() {
+        all.push(seen(m));
+    }
+    all
 }
 
 proptest! {
@@ -58,24 +84,27 @@ proptest! {
     })]
 
     #[test]
-    fn poll_batch_in_any_pieces_hands_out_what_poll_does(
-        shape in proptest::collection::vec(0usize..64, 1..120),
+    fn poll_batch_in_any_pieces_hands_out_what_was_written(
+        shape in proptest::collection::vec(0usize..=ABORTED, 1..120),
         pieces in proptest::collection::vec(0usize..100, 1..40),
+        start in any::<prop::sample::Index>(),
+        verify in any::<bool>(),
     ) {
         let dir = common::tempdir();
-        let log = write(dir.path(), &shape);
+        let (log, written) = write(dir.path(), &shape);
+        let all = read_slowly(&log, StartAt::Earliest, verify);
+        let payloads: Vec<&Vec<u8>> = all.iter().map(|m| &m.payload).collect();
+        prop_assert_eq!(payloads, written.iter().collect::<Vec<_>>());
 
-        let mut one_by_one = Vec::new();
-        let mut consumer = log.consumer(StartAt::Earliest).unwrap();
-        while let Some(m) = consumer.poll().unwrap() {
-            one_by_one.push(seen(m));
-        }
-        let expected: usize = shape.iter().map(|&records| records.max(1)).sum();
-        prop_assert_eq!(one_by_one.len(), expected);
+        // From any message on: the first, one inside a set, or any other.
+        let skip = start.index(all.len());
+        let expected = &all[skip..];
+        prop_assert_eq!(read_slowly(&log, StartAt::Position(all[skip].position), verify), expected);
 
         // A piece of 0 is one `poll`; any other, a `poll_batch` of at most that many.
         let mut in_pieces = Vec::new();
-        let mut consumer = log.consumer(StartAt::Earliest).unwrap();
+        let mut consumer = log.consumer(StartAt::Position(all[skip].position)).unwrap();
+        consumer.verify_checksums(verify);
         for &piece in pieces.iter().cycle() {
             if piece == 0 {
                 match consumer.poll().unwrap() {
@@ -90,11 +119,11 @@ proptest! {
                 }
             }
             // Between two messages (before any padding the next poll will move over).
-            let next = one_by_one.get(in_pieces.len()).map_or(log.tail(), |m| m.position);
+            let next = expected.get(in_pieces.len()).map_or(log.tail(), |m| m.position);
             let last = in_pieces.last().map_or(0, |m: &Seen| m.position + 1);
             prop_assert!((last..=next).contains(&consumer.position()));
         }
-        prop_assert_eq!(in_pieces, one_by_one);
+        prop_assert_eq!(&in_pieces[..], expected);
     }
 
     #[test]
@@ -117,11 +146,38 @@ proptest! {
         payload.extend_from_slice(&extra);
 
         let walked_whole = records(&payload).all(|record| record.is_ok());
-        let checked = check_records(&payload);
-        prop_assert_eq!(checked.is_ok(), walked_whole);
-        if let Err(detail) = checked {
-            let first = records(&payload).find_map(|record| record.err()).unwrap();
-            prop_assert_eq!(detail, first);
+        prop_assert_eq!(check_records(&payload).is_ok(), walked_whole);
+    }
+}
+
+#[test]
+fn a_handler_that_panics_is_not_handed_its_message_again() {
+    let dir = common::tempdir();
+    // Single messages, then one set of 10 records.
+    let mut shape = vec![0; 10];
+    shape.push(10);
+    let (log, written) = write(dir.path(), &shape);
+    let mut consumer = log.consumer(StartAt::Earliest).unwrap();
+    let mut handed = Vec::new();
+    // A handler that fails on every third message it is handed, in either kind of run. A
+    // consumer that handed a message out again would never get to the end: give up after as
+    // many calls as there are messages.
+    for _ in 0..written.len() {
+        let mut count = 0;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            consumer.poll_batch(usize::MAX, |m| {
+                handed.push(m.payload().to_vec());
+                count += 1;
+                if count == 3 {
+                    panic!("the handler fails");
+                }
+            })
+        }));
+        if let Ok(read) = outcome {
+            if read.unwrap() == 0 {
+                break;
+            }
         }
     }
+    assert_eq!(handed, written, "each message handed out once, in order");
 }
