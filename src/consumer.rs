@@ -1,4 +1,11 @@
 //! Consumers: read committed frames in place, in log order, each at a position of its own.
+//!
+//! Two paths read frames. The fast one takes what most reads are: a committed data frame that
+//! lies whole in the mapped segment (`PlainFrames::at`, shared by `poll` and `poll_batch`), and
+//! the next record of a set already checked (`take_records`). It only ever declines. The other,
+//! `advance_to_message`, handles the rest: switching and preparing segments, padding, entering
+//! sets, stalled claims, and every error, which it reports at the frame's position without
+//! moving past it.
 
 use crate::format::{
     align_up, flags, kind, FrameHeader, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
