@@ -101,6 +101,8 @@ fn throughput_json_has_one_object_per_transport_with_the_documented_fields() {
         "2",
         "--batch",
         "7",
+        "--warmup",
+        "1000",
         "--runs",
         "1",
         "--json",
@@ -114,6 +116,7 @@ fn throughput_json_has_one_object_per_transport_with_the_documented_fields() {
         assert_eq!(text(object, "wait"), "spin");
         assert_eq!(number(object, "size"), 100.0);
         assert_eq!(number(object, "messages"), 3001.0);
+        assert_eq!(number(object, "warmup"), 1000.0);
         assert_eq!(number(object, "producers"), 2.0);
         assert_eq!(number(object, "consumers"), 2.0);
         assert_eq!(number(object, "batch"), 7.0);
@@ -255,6 +258,11 @@ fn bad_arguments_get_clear_errors() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("larger than a log"), "{stderr}");
+
+    let output = logbus(&["bench", "throughput", "--messages", "10", "--warmup", "10"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("leaves nothing to time"), "{stderr}");
 }
 
 #[test]

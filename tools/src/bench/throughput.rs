@@ -8,10 +8,11 @@
 //! the frame's producer slot in a log, and by the connection it came on over a socket.
 //!
 //! Timing: the parent releases the producers together (a `go` line), and each consumer
-//! notes the time after its first batch, after every 4096 messages and after its last. A
-//! consumer's rate is the messages after its first batch divided by the time from its first
-//! batch to its last, so neither process start-up nor the wait for the first message
-//! counts; the run's figure is its slowest consumer's rate. The producers report their own time from `go` to their last message.
+//! notes the time after its first batch (the first past `--warmup`, if given),
+//! after every 4096 messages and after its last. A consumer's rate is the messages after that
+//! first batch divided by the time from it to its last, so neither process start-up nor the
+//! wait for the first message counts; the run's figure is its slowest consumer's rate. The
+//! producers report their own time from `go` to their last message.
 //!
 //! Child processes (hidden subcommands, one line per event on standard output):
 //! * `bench throughput-consumer` says `ready`, reads until it has every message (or its
@@ -62,6 +63,12 @@ pub struct ThroughputArgs {
     #[arg(long, default_value = "10000000", value_parser = parse_count)]
     pub messages: u64,
 
+    /// Messages each consumer reads before it starts its clock: its rate is over the rest.
+    /// A log with --retain-segments starts in fresh memory (nothing is old enough to recycle
+    /// yet), so a warm-up of a few segments' worth measures the steady state it settles in.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup: u64,
+
     /// Producer processes.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub producers: u32,
@@ -105,6 +112,9 @@ pub struct ConsumerArgs {
     /// Messages in all.
     #[arg(long)]
     pub messages: u64,
+    /// Messages read before the clock starts.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
     /// Bytes per message.
     #[arg(long)]
     pub size: usize,
@@ -168,6 +178,12 @@ pub fn run(args: &ThroughputArgs) -> Result<()> {
     ensure!(
         !args.copy || args.batch > 1,
         "--copy is about the records of message sets: give --batch K with K > 1 too"
+    );
+    ensure!(
+        args.warmup < args.messages,
+        "--warmup {} leaves nothing to time of --messages {}",
+        args.warmup,
+        args.messages
     );
     if !args.common.json {
         header(args, processes, &mut out)?;
@@ -237,6 +253,13 @@ fn header(args: &ThroughputArgs, processes: usize, out: &mut impl Write) -> Resu
             (k, true) => format!("in message sets of {k}, each record copied in (--copy)"),
         }
     )?;
+    if args.warmup > 0 {
+        writeln!(
+            out,
+            "timed:      after each consumer's first {} messages (--warmup)",
+            thousands(args.warmup)
+        )?;
+    }
     writeln!(
         out,
         "logbus:     a log in {}{}; consumers {}",
@@ -313,6 +336,7 @@ fn summary(
                 "transport": transport.name(),
                 "size": args.size,
                 "messages": args.messages,
+                "warmup": args.warmup,
                 "producers": args.producers,
                 "consumers": args.consumers,
                 "batch": args.batch,
@@ -417,6 +441,8 @@ fn run_once(args: &ThroughputArgs, transport: Transport, deadline: Instant) -> R
                 args.producers.to_string().into(),
                 "--messages".into(),
                 args.messages.to_string().into(),
+                "--warmup".into(),
+                args.warmup.to_string().into(),
                 "--size".into(),
                 args.size.to_string().into(),
                 "--wait".into(),
@@ -630,6 +656,8 @@ const MESSAGES_PER_CURSOR_COMMIT: u64 = 1 << 16;
 /// When a consumer read its first and last batches.
 #[derive(Default)]
 struct Timing {
+    /// Messages to receive before the first time is noted.
+    warmup: u64,
     first: Option<Instant>,
     /// Messages received when the first batch had been read.
     first_received: u64,
@@ -643,6 +671,9 @@ impl Timing {
     /// the final batch, whose time is always read.
     #[inline]
     fn batch_read(&mut self, received: u64, last: bool) {
+        if received < self.warmup && !last {
+            return;
+        }
         if self.first.is_some() && !last && received - self.last_received < MESSAGES_PER_CLOCK_READ
         {
             return;
@@ -672,7 +703,10 @@ impl Timing {
 pub fn run_consumer(args: &ConsumerArgs) -> Result<()> {
     let who = format!("bench consumer ({})", args.transport.name());
     let mut checker = Checker::new(args.size);
-    let mut timing = Timing::default();
+    let mut timing = Timing {
+        warmup: args.warmup,
+        ..Timing::default()
+    };
     let mut out = std::io::stdout();
     match args.transport {
         Transport::Logbus => consume_log(args, &mut checker, &mut timing, &mut out),
