@@ -631,15 +631,21 @@ impl Consumer {
             // SAFETY: `enter_batch_at` checked the set's records, and `offset` is one of them.
             let (message, next) = unsafe { set.record_at(offset) };
             // Past the record before the handler has it, as in `take_frames`.
-            match &mut self.batch {
-                Some(batch) if next < set.payload_len => batch.next = next,
-                _ => self.batch = None,
-            }
+            self.move_in_set_to(next);
             handler(message);
             offset = next;
             taken += 1;
         }
         taken
+    }
+
+    /// Moves the set being read on to its record at `next`, or out of it past its end.
+    #[inline(always)]
+    fn move_in_set_to(&mut self, next: usize) {
+        match &mut self.batch {
+            Some(batch) if next < batch.payload_len => batch.next = next,
+            _ => self.batch = None,
+        }
     }
 
     /// The next message, waiting for it if there is none: first spinning briefly, then
@@ -777,23 +783,19 @@ impl Consumer {
     /// Delivers the message `advance_to_message` found, and moves past it.
     #[inline]
     fn take_message(&mut self) -> Message<'_> {
-        if let Some(batch) = &mut self.batch {
+        if let Some(batch) = &self.batch {
             // SAFETY: `enter_batch_at` checked the set's records, and the previous takes left
             // `next` at one of them.
             let (message, next) = unsafe { batch.record_at(batch.next) };
-            if next >= batch.payload_len {
-                self.batch = None;
-            } else {
-                batch.next = next;
-            }
+            self.move_in_set_to(next);
             return message;
         }
         let header = self.frame_ptr();
         // SAFETY: `advance_to_message` saw this frame committed (Acquire) and checked that it
         // lies inside the segment; a committed frame is never written again, and the mapping
         // lives in `self.current` for as long as the returned borrow of `self`.
-        let frame =
-            FrameWord::unpack(unsafe { (*(header as *const AtomicU64)).load(Ordering::Relaxed) });
+        let word = unsafe { (*(header as *const AtomicU64)).load(Ordering::Relaxed) };
+        let frame = FrameWord::unpack(word);
         // SAFETY: as above.
         let message = unsafe { frame_message(header, frame, self.position) };
         self.position += align_up(frame.length as u64, FRAME_ALIGNMENT);

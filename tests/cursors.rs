@@ -6,12 +6,12 @@
 
 mod common;
 
-use common::{child_init, child_role, env, mix, CHILD_ENV};
+use common::{child_init, child_role, env, mix};
 use logbus::{Error, Log, LogOptions, StartAt};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const SEGMENT: u64 = 1 << 16;
@@ -22,15 +22,11 @@ fn options() -> LogOptions {
 
 /// A message that carries its sequence number, padded to a length that varies with it.
 fn message(seq: u64) -> Vec<u8> {
-    let mut payload = seq.to_le_bytes().to_vec();
-    payload.resize(8 + (mix(seq) % 120) as usize, (seq % 251) as u8);
-    payload
+    common::sequenced(seq, 8 + (mix(seq) % 120) as usize)
 }
 
 fn seq_of(payload: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes of sequence"));
-    assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
-    seq
+    common::sequence_of(payload, message)
 }
 
 #[test]
@@ -306,17 +302,8 @@ fn hold_child() {
 }
 
 fn spawn_child(role: &str, envs: &[(&str, String)]) -> std::process::Child {
-    let mut command = Command::new(std::env::current_exe().unwrap());
+    let mut command = common::child_command(role);
     command
-        .args([
-            "--exact",
-            "child_entry",
-            "--nocapture",
-            "--include-ignored",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, role)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

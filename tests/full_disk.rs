@@ -19,15 +19,11 @@ fn options() -> LogOptions {
 
 /// A message that carries its sequence number.
 fn message(seq: u64) -> Vec<u8> {
-    let mut payload = vec![(seq % 251) as u8; 8 + (seq % 300) as usize];
-    payload[..8].copy_from_slice(&seq.to_le_bytes());
-    payload
+    common::sequenced(seq, 8 + (seq % 300) as usize)
 }
 
 fn seq_of(payload: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
-    assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
-    seq
+    common::sequence_of(payload, message)
 }
 
 /// Offers messages from `*seq` on until the file system is full; returns that error.

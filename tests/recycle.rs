@@ -15,15 +15,11 @@ const SEGMENT: u64 = 1 << 16;
 
 /// A 500-byte message that carries its sequence number in every byte pattern.
 fn message(seq: u64) -> Vec<u8> {
-    let mut payload = vec![(seq % 251) as u8; 500];
-    payload[..8].copy_from_slice(&seq.to_le_bytes());
-    payload
+    common::sequenced(seq, 500)
 }
 
 fn seq_of(payload: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
-    assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
-    seq
+    common::sequence_of(payload, message)
 }
 
 /// A temporary directory under `/dev/shm`, where logs recycle; `None` (the test skips,

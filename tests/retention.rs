@@ -31,15 +31,11 @@ fn segments(dir: &Path) -> Vec<u64> {
 
 /// A 1000-byte message that carries its sequence number.
 fn message(seq: u64) -> Vec<u8> {
-    let mut payload = vec![(seq % 251) as u8; 1000];
-    payload[..8].copy_from_slice(&seq.to_le_bytes());
-    payload
+    common::sequenced(seq, 1000)
 }
 
 fn seq_of(payload: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap());
-    assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
-    seq
+    common::sequence_of(payload, message)
 }
 
 /// Offers numbered messages from `*seq` on until the tail reaches `tail`; returns the

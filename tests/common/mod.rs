@@ -322,6 +322,22 @@ impl Drop for Children {
 /// (`u32`): it tells consumers which producer slot is which producer.
 pub const HELLO: [u8; 8] = *b"LBHELLO\0";
 const HELLO_LEN: usize = 12;
+/// A message of `len` bytes (at least 8) for tests of one producer: the sequence number in
+/// its first 8 bytes, `seq % 251` in every other.
+pub fn sequenced(seq: u64, len: usize) -> Vec<u8> {
+    let mut payload = vec![(seq % 251) as u8; len];
+    payload[..8].copy_from_slice(&seq.to_le_bytes());
+    payload
+}
+
+/// The sequence number in the first 8 bytes of `payload`, after checking that the whole
+/// payload is what `message` makes for that number.
+pub fn sequence_of(payload: &[u8], message: impl Fn(u64) -> Vec<u8>) -> u64 {
+    let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes of sequence"));
+    assert_eq!(payload, &message(seq)[..], "message {seq} arrived damaged");
+    seq
+}
+
 /// Messages of at least this length start with the producer id and sequence number.
 const TAGGED_LEN: usize = 12;
 /// The model never makes messages larger than this, whatever the log allows.
