@@ -6,7 +6,7 @@ use crate::format::{
     RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
 };
 use crate::log::Shared;
-use crate::protocol::{self, FrameMemory, Geometry, Tail};
+use crate::protocol::{self, ClaimRecord, FrameMemory, Geometry, Tail, WakeWord};
 use crate::segment::{Prefault, Segment};
 use crate::sync::{producer_barrier_kind, AtomicU64, BarrierKind};
 use crate::{clock, format, Error, Result};
@@ -41,9 +41,12 @@ use std::sync::Arc;
 pub struct Producer {
     shared: Arc<Shared>,
     memory: ProducerMemory,
+    words: MetaWords,
     slot: u16,
     barrier: BarrierKind,
     frame_flags: u8,
+    /// The flags and slot fields of every frame word this producer commits, packed once.
+    frame_word_fields: u64,
     max_payload: usize,
     /// When a claim reaches this position, the next segment is mapped (and made if needed):
     /// see [`prepare_point`].
@@ -62,22 +65,61 @@ pub struct Producer {
     exclusive: bool,
 }
 
+/// The words of the meta file that every claim and commit touches, found once: reaching them
+/// through `shared` on the hot path cost a chain of dependent loads and a bounds check of the
+/// slot each time.
+struct MetaWords {
+    tail: *const AtomicU64,
+    claim_record: *const ClaimRecord,
+    wake: *const WakeWord,
+}
+
+impl MetaWords {
+    fn new(shared: &Shared, slot: u16) -> MetaWords {
+        MetaWords {
+            tail: shared.meta.tail(),
+            claim_record: shared.meta.claim_record(slot),
+            wake: shared.meta.wake(),
+        }
+    }
+
+    #[inline(always)]
+    fn tail(&self) -> &AtomicU64 {
+        // SAFETY: it points into the meta file's mapping, which the producer's `Arc<Shared>`
+        // keeps mapped (at a fixed address) for as long as the producer, and so `self`, lives.
+        unsafe { &*self.tail }
+    }
+
+    #[inline(always)]
+    fn claim_record(&self) -> &ClaimRecord {
+        // SAFETY: as for `tail`.
+        unsafe { &*self.claim_record }
+    }
+
+    #[inline(always)]
+    fn wake(&self) -> &WakeWord {
+        // SAFETY: as for `tail`.
+        unsafe { &*self.wake }
+    }
+}
+
 /// This producer's mapping of the segment it writes in. The next one comes from the log's
 /// segment cache, where the preparer thread put it.
 struct ProducerMemory {
     shared: Arc<Shared>,
     geometry: Geometry,
-    current: Option<MappedSegment>,
+    /// The index and data area of the segment claims go into, which every claim reads:
+    /// plain fields, not behind the `Option`, so the hot path tests nothing but the index.
+    /// `u64::MAX` (no such segment) until the first is mapped.
+    current_index: u64,
+    current_data: *mut u8,
+    /// Keeps `current_data` mapped.
+    current: Option<Arc<Segment>>,
 }
 
-struct MappedSegment {
-    index: u64,
-    data: *mut u8,
-    segment: Arc<Segment>,
-}
-
-// SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>`s held beside them,
-// which are Send; nothing thread-local is involved.
+// SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>` held beside them
+// and by the `Arc<Shared>` (the meta file's, for `MetaWords`), which are Send; nothing
+// thread-local is involved.
 unsafe impl Send for Producer {}
 
 impl Producer {
@@ -103,11 +145,15 @@ impl Producer {
             memory: ProducerMemory {
                 shared: shared.clone(),
                 geometry,
+                current_index: u64::MAX,
+                current_data: std::ptr::null_mut(),
                 current: None,
             },
+            words: MetaWords::new(&shared, slot),
             slot,
             barrier: producer_barrier_kind(),
             frame_flags,
+            frame_word_fields: frame_word(0, 0, frame_flags, slot),
             max_payload: shared.max_payload_len(),
             prepare_next_at: 0,
             known_tail: tail,
@@ -323,18 +369,18 @@ impl Producer {
         if self.known_tail > self.claim_until {
             self.check_backpressure()?;
         }
-        let tail = self.shared.meta.tail();
+        let tail = self.words.tail();
         let position = protocol::claim(
             if self.exclusive {
                 Tail::Exclusive(tail)
             } else {
                 Tail::Shared(tail)
             },
-            self.shared.geometry,
+            self.memory.geometry,
             frame_len,
-            self.shared.meta.claim_record(self.slot),
+            self.words.claim_record(),
             &mut self.memory,
-            self.shared.meta.wake(),
+            self.words.wake(),
             self.barrier,
         )?;
         self.known_tail = position + frame_len;
@@ -385,15 +431,15 @@ impl Producer {
         frame_kind: u8,
     ) -> Result<u64> {
         let length = (FRAME_HEADER_LEN as usize + payload_len) as i32;
-        let word = frame_word(length, frame_kind, self.frame_flags, self.slot);
+        let word = self.frame_word_fields | frame_word(length, frame_kind, 0, 0);
         // SAFETY: `header` is the 8-aligned start of this producer's claim, inside the
         // current segment's mapping, which `self.memory` keeps alive during this call.
         let frame = unsafe { &*(header as *const AtomicU64) };
         let committed = protocol::commit(
             frame,
             word,
-            self.shared.meta.claim_record(self.slot),
-            self.shared.meta.wake(),
+            self.words.claim_record(),
+            self.words.wake(),
             self.barrier,
         );
         if committed {
@@ -407,8 +453,8 @@ impl Producer {
         protocol::abort(
             self.memory.current_word(position),
             frame_len,
-            self.shared.meta.claim_record(self.slot),
-            self.shared.meta.wake(),
+            self.words.claim_record(),
+            self.words.wake(),
             self.barrier,
         );
     }
@@ -453,10 +499,10 @@ impl Drop for Producer {
         // the readers as a dead producer's: they pad the claim as soon as they can make the
         // segment, without waiting for the claim timeout, and free the slot.
         let settled = protocol::settle(
-            self.shared.meta.claim_record(self.slot),
+            self.words.claim_record(),
             self.shared.geometry,
             &mut self.memory,
-            self.shared.meta.wake(),
+            self.words.wake(),
             self.barrier,
         );
         if settled.is_ok() {
@@ -501,27 +547,20 @@ impl ProducerMemory {
     #[inline(always)]
     fn data_ptr(&mut self, position: u64) -> Result<*mut u8> {
         let index = self.geometry.segment_index(position);
-        let data = match &self.current {
-            Some(current) if current.index == index => current.data,
-            _ => self.switch_to(index)?,
-        };
-        // SAFETY: the offset is below the capacity, inside the mapped data area.
-        Ok(unsafe { data.add(self.geometry.offset_in_segment(position) as usize) })
+        if index != self.current_index {
+            self.switch_to(index)?;
+        }
+        Ok(self.current_ptr(position))
     }
 
     /// The address of `position` in the current segment, where a claim just returned it.
     #[inline(always)]
     fn current_ptr(&self, position: u64) -> *mut u8 {
-        let current = self
-            .current
-            .as_ref()
-            .expect("a claim maps the segment it returns");
-        debug_assert_eq!(current.index, self.geometry.segment_index(position));
-        // SAFETY: claims return positions in the segment they last touched, which is current;
-        // the offset is below the capacity.
+        debug_assert_eq!(self.current_index, self.geometry.segment_index(position));
+        // SAFETY: claims return positions in the segment they last touched, which is current
+        // (mapped at `current_data`); the offset is below the capacity.
         unsafe {
-            current
-                .data
+            self.current_data
                 .add(self.geometry.offset_in_segment(position) as usize)
         }
     }
@@ -535,21 +574,17 @@ impl ProducerMemory {
 
     #[cold]
     #[inline(never)]
-    fn switch_to(&mut self, index: u64) -> Result<*mut u8> {
+    fn switch_to(&mut self, index: u64) -> Result<()> {
         let segment = self
             .shared
             .segment(index, true, Prefault::Write)?
             .expect("segment() with create always returns one");
-        let data = segment.data_ptr();
-        let old = self.current.replace(MappedSegment {
-            index,
-            data,
-            segment,
-        });
-        if let Some(old) = old {
-            self.shared.retire_segment(old.segment);
+        self.current_index = index;
+        self.current_data = segment.data_ptr();
+        if let Some(old) = self.current.replace(segment) {
+            self.shared.retire_segment(old);
         }
-        Ok(data)
+        Ok(())
     }
 }
 

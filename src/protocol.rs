@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
     capacity_shift: u32,
+    /// `capacity - 1`, kept because every claim and commit asks for an offset or an end.
+    offset_mask: u64,
 }
 
 impl Geometry {
@@ -40,13 +42,14 @@ impl Geometry {
         debug_assert!(capacity.is_power_of_two());
         Geometry {
             capacity_shift: capacity.trailing_zeros(),
+            offset_mask: capacity - 1,
         }
     }
 
     /// Bytes in each segment's data area.
     #[inline(always)]
     pub fn capacity(self) -> u64 {
-        1 << self.capacity_shift
+        self.offset_mask + 1
     }
 
     /// Index of the segment that holds `position`.
@@ -58,13 +61,13 @@ impl Geometry {
     /// Offset of `position` inside its segment's data area.
     #[inline(always)]
     pub fn offset_in_segment(self, position: u64) -> u64 {
-        position & (self.capacity() - 1)
+        position & self.offset_mask
     }
 
     /// First position after the segment that holds `position`.
     #[inline(always)]
     pub fn segment_end(self, position: u64) -> u64 {
-        (self.segment_index(position) + 1) << self.capacity_shift
+        (position | self.offset_mask) + 1
     }
 
     /// The largest frame (header and payload, aligned) a claim may ask for: an eighth of a
@@ -178,6 +181,7 @@ impl ClaimRecord {
 /// If a claim could not be finished (its segment could not be mapped), the record keeps it,
 /// and the next call first settles it (pads it) before claiming anew: the log never keeps a
 /// hole that nobody owns.
+#[inline(always)]
 pub fn claim<M: FrameMemory>(
     tail: Tail<'_>,
     geometry: Geometry,
@@ -188,11 +192,9 @@ pub fn claim<M: FrameMemory>(
     barrier: BarrierKind,
 ) -> Result<u64, Error> {
     debug_assert!(frame_len % FRAME_ALIGNMENT == 0 && frame_len <= geometry.max_frame_len());
-    // Inline, the common case: nothing left over from an earlier call.
-    if record.state.load(Ordering::Relaxed) != ClaimRecord::IDLE {
-        settle(record, geometry, memory, wake, barrier)?;
-    }
-    loop {
+    // Inline, the common case: nothing left over from an earlier call, and a claim that ends
+    // inside its segment. Everything else goes to `claim_again`, out of the hot path.
+    if record.state.load(Ordering::Relaxed) == ClaimRecord::IDLE {
         announce(record, frame_len);
         let position = reserve(tail, frame_len);
         resolve(record, position);
@@ -202,7 +204,32 @@ pub fn claim<M: FrameMemory>(
             memory.frame_word(position)?;
             return Ok(position);
         }
+    }
+    claim_again(tail, geometry, frame_len, record, memory, wake, barrier)
+}
+
+/// The rest of [`claim`]: settles what the record holds — a claim left unfinished by an
+/// earlier call, or the one just made across a segment end — and claims until a claim fits.
+#[cold]
+#[inline(never)]
+fn claim_again<M: FrameMemory>(
+    tail: Tail<'_>,
+    geometry: Geometry,
+    frame_len: u64,
+    record: &ClaimRecord,
+    memory: &mut M,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) -> Result<u64, Error> {
+    loop {
         settle(record, geometry, memory, wake, barrier)?;
+        announce(record, frame_len);
+        let position = reserve(tail, frame_len);
+        resolve(record, position);
+        if position + frame_len <= geometry.segment_end(position) {
+            memory.frame_word(position)?;
+            return Ok(position);
+        }
     }
 }
 
