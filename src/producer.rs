@@ -267,6 +267,7 @@ impl Producer {
     /// Claims room for a `len`-byte payload in the mapping. Write it through the returned
     /// [`Claim`] (it derefs to `&mut [u8]`, zeroed) and [`Claim::commit`] it; dropping the
     /// claim uncommitted aborts it, and readers skip it as padding.
+    #[inline]
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
         let frame_len = self.frame_len(len)?;
         let timestamp = self.timestamp();
@@ -303,6 +304,7 @@ impl Producer {
     /// assert_eq!(seen, (0..10).collect::<Vec<_>>());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn batch(&mut self, max_payload_bytes: usize) -> Result<Batch<'_>> {
         let frame_len = self.frame_len(max_payload_bytes)?;
         let timestamp = self.timestamp();
@@ -619,6 +621,7 @@ impl Claim<'_> {
 
     /// Makes the message visible to consumers and returns its position. Fails with
     /// [`Error::ClaimRevoked`] if the claim was held so long that consumers gave up on it.
+    #[inline]
     pub fn commit(mut self) -> Result<u64> {
         let checksum = self.producer.checksum(&self[..]);
         // SAFETY: the header belongs to this claim until the commit below publishes it.
@@ -751,6 +754,7 @@ impl Batch<'_> {
 
     /// Publishes every record pushed, at once, and returns the position of the set (which is
     /// also the position of its first record's frame). Unused room becomes padding.
+    #[inline]
     pub fn commit(mut self) -> Result<u64> {
         self.done = true;
         if self.used == 0 {
