@@ -153,6 +153,13 @@ impl LogOptions {
     /// holds) has committed a position more than `max_lag` bytes behind the tail. Durable
     /// consumers nobody holds, and unnamed consumers, hold nobody back. Off by default.
     ///
+    /// With retention by count on a tmpfs, a log recycles only a segment no consumer reads
+    /// or still needs: keep `max_lag` at most two segments fewer than the log retains
+    /// (`retain_segments(4)` with `bounded(2 * capacity)`, say). The next segment is made
+    /// as the tail enters the one before it, from the oldest retained one; a consumer held
+    /// back a lag of one segment more may still be in that oldest one, and the log then
+    /// grows into a fresh file instead, whenever the consumers are the slower side.
+    ///
     /// Each producer checks against a bound it computed the last time it looked at the
     /// consumer table, and looks again only when its claims pass that bound (or have gone
     /// an eighth of `max_lag` since): a claim costs nothing more when the consumers keep up.

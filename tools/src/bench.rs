@@ -261,9 +261,10 @@ pub struct CommonArgs {
     /// tmpfs such a log recycles the segments retention retires into new ones, so it no
     /// longer grows into fresh memory: compare with and without. Throughput consumers then
     /// read through durable cursors (committed every 65536 messages and whenever they find
-    /// nothing new), which retention waits for, and the log is bounded to
-    /// N - 1 segments of lag (LogOptions::bounded), so a producer faster than its consumers
-    /// waits instead of losing messages to retention.
+    /// nothing new), which retention waits for, and the log is bounded to N - 2 segments of
+    /// lag (at least 1; LogOptions::bounded), so a producer faster than its consumers waits
+    /// instead of losing messages to retention, and a consumer at that bound is never in the
+    /// segment being recycled (N >= 3 for that).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retain_segments: u64,
 
@@ -298,9 +299,13 @@ impl CommonArgs {
             // Consumers of a retaining log read through durable cursors, which retention
             // waits for; bounded mode makes producers wait for them in turn, so that the log
             // keeps to its segments (and recycles) however far ahead a producer could run.
+            // Two segments short of retention: a consumer one segment further behind could
+            // still be reading the segment due for recycling as the next one is made, and
+            // the log would grow into fresh memory whenever the consumer is the slower side
+            // (see `LogOptions::bounded`).
             .bounded(match self.retain_segments {
                 0 => 0, // off
-                n => (n - 1).max(1) * self.segment_capacity,
+                n => n.saturating_sub(2).max(1) * self.segment_capacity,
             })
     }
 
