@@ -153,12 +153,15 @@ impl LogOptions {
     /// holds) has committed a position more than `max_lag` bytes behind the tail. Durable
     /// consumers nobody holds, and unnamed consumers, hold nobody back. Off by default.
     ///
-    /// With retention by count on a tmpfs, a log recycles only a segment no consumer reads
-    /// or still needs: keep `max_lag` at most two segments fewer than the log retains
-    /// (`retain_segments(4)` with `bounded(2 * capacity)`, say). The next segment is made
-    /// as the tail enters the one before it, from the oldest retained one; a consumer held
-    /// back a lag of one segment more may still be in that oldest one, and the log then
-    /// grows into a fresh file instead, whenever the consumers are the slower side.
+    /// With retention by count on a tmpfs, where the log recycles its retired segments, keep
+    /// `max_lag` at most `(retain_segments - 2) * segment_capacity` (which needs
+    /// `retain_segments(3)` or more; `bounded(0)` is off): `retain_segments(4)` with
+    /// `bounded(2 * capacity)`, say. The next segment is made, from the oldest retained one,
+    /// as the tail enters the segment before it. With a bound one segment larger, a live
+    /// durable consumer held at the bound may still be reading that oldest segment then, and
+    /// a segment some process reads is not recycled: the log grows into a fresh file instead,
+    /// each time, whenever its durable consumers are the slower side. (Consumers without a
+    /// durable cursor are never bounded, and may be anywhere.)
     ///
     /// Each producer checks against a bound it computed the last time it looked at the
     /// consumer table, and looks again only when its claims pass that bound (or have gone

@@ -68,6 +68,10 @@ pub struct Producer {
 /// The words of the meta file that every claim and commit touches, found once: reaching them
 /// through `shared` on the hot path cost a chain of dependent loads and a bounds check of the
 /// slot each time.
+///
+/// Invariant: the pointers point into the meta file's mapping of the `Shared` they were found
+/// in, and a `MetaWords` lives only inside the `Producer` that holds that `Shared` (so the
+/// mapping, which never moves, outlives it).
 struct MetaWords {
     tail: *const AtomicU64,
     claim_record: *const ClaimRecord,
@@ -85,8 +89,8 @@ impl MetaWords {
 
     #[inline(always)]
     fn tail(&self) -> &AtomicU64 {
-        // SAFETY: it points into the meta file's mapping, which the producer's `Arc<Shared>`
-        // keeps mapped (at a fixed address) for as long as the producer, and so `self`, lives.
+        // SAFETY: by the type's invariant, the mapping outlives `self`; the word is an atomic,
+        // which any thread or process may use at once.
         unsafe { &*self.tail }
     }
 
@@ -118,8 +122,9 @@ struct ProducerMemory {
 }
 
 // SAFETY: the raw pointers point into mappings owned by the `Arc<Segment>` held beside them
-// and by the `Arc<Shared>` (the meta file's, for `MetaWords`), which are Send; nothing
-// thread-local is involved.
+// and by the `Arc<Shared>` (the meta file's, for `MetaWords`), which live as long as the
+// producer wherever it goes; what they point at is shared memory that other threads and
+// processes use at once anyway (the meta words are atomics); nothing thread-local is involved.
 unsafe impl Send for Producer {}
 
 impl Producer {
@@ -182,10 +187,8 @@ impl Producer {
                         .load(std::sync::atomic::Ordering::Acquire);
                     producer.known_tail = tail;
                 }
-                Err(e) => {
-                    producer.shared.meta.release_producer_slot(slot);
-                    return Err(e);
-                }
+                // Dropping `producer` releases its slot (and exclusivity).
+                Err(e) => return Err(e),
             }
         }
         producer.prepare_next_at = prepare_point(geometry, tail);

@@ -40,9 +40,10 @@ impl Geometry {
     /// Geometry for segments of `capacity` bytes (a power of two).
     pub fn new(capacity: u64) -> Self {
         debug_assert!(capacity.is_power_of_two());
+        let capacity_shift = capacity.trailing_zeros();
         Geometry {
-            capacity_shift: capacity.trailing_zeros(),
-            offset_mask: capacity - 1,
+            capacity_shift,
+            offset_mask: (1u64 << capacity_shift) - 1,
         }
     }
 
@@ -67,7 +68,8 @@ impl Geometry {
     /// First position after the segment that holds `position`.
     #[inline(always)]
     pub fn segment_end(self, position: u64) -> u64 {
-        (position | self.offset_mask) + 1
+        // Wrapping, as the shift it replaces did: only a damaged claim record gets there.
+        (position | self.offset_mask).wrapping_add(1)
     }
 
     /// The largest frame (header and payload, aligned) a claim may ask for: an eighth of a

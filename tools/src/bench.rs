@@ -263,8 +263,9 @@ pub struct CommonArgs {
     /// read through durable cursors (committed every 65536 messages and whenever they find
     /// nothing new), which retention waits for, and the log is bounded to N - 2 segments of
     /// lag (at least 1; LogOptions::bounded), so a producer faster than its consumers waits
-    /// instead of losing messages to retention, and a consumer at that bound is never in the
-    /// segment being recycled (N >= 3 for that).
+    /// instead of losing messages to retention, and a consumer at that bound is not in the
+    /// segment being recycled (N >= 3 for that; with several producers the tail may pass the
+    /// bound by a message each).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retain_segments: u64,
 
