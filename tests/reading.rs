@@ -148,6 +148,38 @@ proptest! {
         let walked_whole = records(&payload).all(|record| record.is_ok());
         prop_assert_eq!(check_records(&payload).is_ok(), walked_whole);
     }
+
+    #[test]
+    fn the_set_check_agrees_with_the_record_walk_on_records_of_one_length(
+        len in 0u32..20,
+        count in 1usize..10,
+        odd_one in any::<prop::sample::Index>(),
+        odd_len in prop::option::of(0u32..24),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+        extra in proptest::collection::vec(any::<u8>(), 0..6),
+    ) {
+        // The sets `check_records` takes without a walk, whole, and then with one record of
+        // another length, cut short, or followed by stray bytes.
+        let mut lens = vec![len; count];
+        if let Some(odd_len) = odd_len {
+            lens[odd_one.index(count)] = odd_len;
+        }
+        let mut payload = Vec::new();
+        for len in lens {
+            while payload.len() % 4 != 0 {
+                payload.push(0);
+            }
+            payload.extend_from_slice(&len.to_le_bytes());
+            payload.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        if let Some(cut) = cut {
+            payload.truncate(cut.index(payload.len() + 1));
+        }
+        payload.extend_from_slice(&extra);
+
+        let walked_whole = records(&payload).all(|record| record.is_ok());
+        prop_assert_eq!(check_records(&payload).is_ok(), walked_whole);
+    }
 }
 
 #[test]
