@@ -197,10 +197,8 @@ pub fn claim<M: FrameMemory>(
     // Inline, the common case: nothing left over from an earlier call, and a claim that ends
     // inside its segment. Everything else goes to `claim_again`, out of the hot path.
     if record.state.load(Ordering::Relaxed) == ClaimRecord::IDLE {
-        announce(record, frame_len);
-        let position = reserve(tail, frame_len);
-        resolve(record, position);
-        if position + frame_len <= geometry.segment_end(position) {
+        let (position, fits) = claim_once(tail, geometry, frame_len, record);
+        if fits {
             // Map the claim's segment for the caller to write into. If that fails, the
             // record keeps the claim, and the next call (or a reader) pads it.
             memory.frame_word(position)?;
@@ -208,6 +206,24 @@ pub fn claim<M: FrameMemory>(
         }
     }
     claim_again(tail, geometry, frame_len, record, memory, wake, barrier)
+}
+
+/// One claim, announced, made and resolved in `record`: its position, and whether it ends
+/// inside its segment (if not, it must be settled and made again).
+#[inline(always)]
+fn claim_once(
+    tail: Tail<'_>,
+    geometry: Geometry,
+    frame_len: u64,
+    record: &ClaimRecord,
+) -> (u64, bool) {
+    announce(record, frame_len);
+    let position = reserve(tail, frame_len);
+    resolve(record, position);
+    (
+        position,
+        position + frame_len <= geometry.segment_end(position),
+    )
 }
 
 /// The rest of [`claim`]: settles what the record holds — a claim left unfinished by an
@@ -225,10 +241,8 @@ fn claim_again<M: FrameMemory>(
 ) -> Result<u64, Error> {
     loop {
         settle(record, geometry, memory, wake, barrier)?;
-        announce(record, frame_len);
-        let position = reserve(tail, frame_len);
-        resolve(record, position);
-        if position + frame_len <= geometry.segment_end(position) {
+        let (position, fits) = claim_once(tail, geometry, frame_len, record);
+        if fits {
             memory.frame_word(position)?;
             return Ok(position);
         }

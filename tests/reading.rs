@@ -134,14 +134,7 @@ proptest! {
     ) {
         // Whole records, then cut anywhere and followed by stray bytes: most end inside a
         // record or its length, some end whole.
-        let mut payload = Vec::new();
-        for len in lens {
-            while payload.len() % 4 != 0 {
-                payload.push(0);
-            }
-            payload.extend_from_slice(&len.to_le_bytes());
-            payload.extend(std::iter::repeat_n(7u8, len as usize));
-        }
+        let mut payload = set_payload(&lens);
         payload.truncate(cut.index(payload.len() + 1));
         payload.extend_from_slice(&extra);
 
@@ -164,14 +157,7 @@ proptest! {
         if let Some(odd_len) = odd_len {
             lens[odd_one.index(count)] = odd_len;
         }
-        let mut payload = Vec::new();
-        for len in lens {
-            while payload.len() % 4 != 0 {
-                payload.push(0);
-            }
-            payload.extend_from_slice(&len.to_le_bytes());
-            payload.extend(std::iter::repeat_n(7u8, len as usize));
-        }
+        let mut payload = set_payload(&lens);
         if let Some(cut) = cut {
             payload.truncate(cut.index(payload.len() + 1));
         }
@@ -180,6 +166,19 @@ proptest! {
         let walked_whole = records(&payload).all(|record| record.is_ok());
         prop_assert_eq!(check_records(&payload).is_ok(), walked_whole);
     }
+}
+
+/// The payload of a message set with records of these lengths.
+fn set_payload(lens: &[u32]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for &len in lens {
+        while payload.len() % 4 != 0 {
+            payload.push(0);
+        }
+        payload.extend_from_slice(&len.to_le_bytes());
+        payload.extend(std::iter::repeat_n(7u8, len as usize));
+    }
+    payload
 }
 
 #[test]
