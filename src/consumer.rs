@@ -227,9 +227,10 @@ struct BatchCursor {
 
 /// The stretch of the mapped segment where single messages can be taken one after another
 /// with no look at anything but their frames: up to the segment end, or to the point where the
-/// next segment is to be prepared if that comes first. This is the consumer's fast path;
-/// everything else — an empty word, padding, a message set, a frame that fails its checks or
-/// its checksum — is left to `advance_to_message`.
+/// next segment is to be prepared if that comes first. This is the consumer's fast path; an
+/// empty word there ends a poll at once (but for the periodic look for a stalled claim), and
+/// everything else — padding, a message set, a frame that fails its checks or its checksum —
+/// is left to `advance_to_message`.
 struct PlainFrames {
     data: *const u8,
     geometry: Geometry,
@@ -238,13 +239,23 @@ struct PlainFrames {
     verify_checksums: bool,
 }
 
+/// What [`PlainFrames::at`] finds at a position.
+enum PlainFrame {
+    /// A committed data frame that lies whole in the segment and passes its checksum when
+    /// verifying: its header, word and aligned length.
+    Data(*const u8, FrameWord, u64),
+    /// Nothing committed yet.
+    Empty,
+    /// Anything else, for `advance_to_message` to deal with (and report).
+    Other,
+}
+
 impl PlainFrames {
-    /// The committed data frame at `position` (its header, word and aligned length), if it
-    /// is one, lies whole in the segment and passes its checksum when verifying.
+    /// What is at `position`.
     #[inline(always)]
-    fn at(&self, position: u64) -> Option<(*const u8, FrameWord, u64)> {
+    fn at(&self, position: u64) -> PlainFrame {
         if position >= self.stop {
-            return None;
+            return PlainFrame::Other;
         }
         // SAFETY: `position` is an 8-aligned frame start below `segment_end`, so the frame word
         // is an aligned u64 inside the mapping, which the consumer keeps alive while it uses
@@ -254,26 +265,27 @@ impl PlainFrames {
                 .add(self.geometry.offset_in_segment(position) as usize)
         };
         // SAFETY: as above.
-        let FrameState::Committed(frame) = read_frame(unsafe { &*(header as *const AtomicU64) })
-        else {
-            return None;
+        let frame = match read_frame(unsafe { &*(header as *const AtomicU64) }) {
+            FrameState::Committed(frame) => frame,
+            FrameState::Empty => return PlainFrame::Empty,
+            FrameState::Invalid(_) => return PlainFrame::Other,
         };
         let aligned = align_up(frame.length as u64, FRAME_ALIGNMENT);
         if frame.kind != kind::DATA
             || (frame.length as u64) < FRAME_HEADER_LEN
             || position + aligned > self.segment_end
         {
-            return None;
+            return PlainFrame::Other;
         }
         if self.verify_checksums && frame.flags & flags::CHECKSUM != 0 {
             // SAFETY: the frame is committed (Acquire above) and lies whole in the mapping
             // (checked above).
             let (expected, actual) = unsafe { stored_and_computed_checksums(header, frame) };
             if actual != expected {
-                return None;
+                return PlainFrame::Other;
             }
         }
-        Some((header, frame, aligned))
+        PlainFrame::Data(header, frame, aligned)
     }
 }
 
@@ -514,20 +526,37 @@ impl Consumer {
     /// The next committed message, or `None` if there is none yet. Never blocks.
     #[inline]
     pub fn poll(&mut self) -> Result<Option<Message<'_>>> {
-        if let Some((header, frame, aligned)) = self
+        match self
             .plain_frames()
-            .and_then(|frames| frames.at(self.position))
+            .map_or(PlainFrame::Other, |frames| frames.at(self.position))
         {
-            let position = self.position;
-            self.position += aligned;
-            // SAFETY: `at` found a committed data frame, whole inside the segment that
-            // `self.current` keeps mapped for as long as the borrow of `self`.
-            return Ok(Some(unsafe { frame_message(header, frame, position) }));
+            PlainFrame::Data(header, frame, aligned) => {
+                let position = self.position;
+                self.position += aligned;
+                // SAFETY: `at` found a committed data frame, whole inside the segment that
+                // `self.current` keeps mapped for as long as the borrow of `self`.
+                return Ok(Some(unsafe { frame_message(header, frame, position) }));
+            }
+            PlainFrame::Empty if self.quiet_empty_poll() => return Ok(None),
+            _ => {}
         }
         if self.poll_ready()? {
             Ok(Some(self.take_message()))
         } else {
             Ok(None)
+        }
+    }
+
+    /// Counts an empty poll that the fast path saw (nothing committed at the position, in the
+    /// mapped segment, before its prepare point): true if that is all it needs, false when
+    /// the look for a stalled claim is due, which `poll_ready` takes.
+    #[inline(always)]
+    fn quiet_empty_poll(&mut self) -> bool {
+        if self.empty_polls + 1 < POLLS_BETWEEN_STALL_CHECKS {
+            self.empty_polls += 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -560,8 +589,9 @@ impl Consumer {
                 delivered += self.take_records(max - delivered, &mut handler);
                 continue;
             }
-            delivered += self.take_frames(max - delivered, &mut handler);
-            if delivered == max || !self.poll_ready()? {
+            let (taken, at_empty) = self.take_frames(max - delivered, &mut handler);
+            delivered += taken;
+            if delivered == max || (at_empty && self.quiet_empty_poll()) || !self.poll_ready()? {
                 break;
             }
             if self.batch.is_none() {
@@ -573,19 +603,22 @@ impl Consumer {
     }
 
     /// Hands the committed data frames that follow one another in the mapped segment to
-    /// `handler`, up to `max`, and returns how many: the loop single messages go through (see
-    /// [`PlainFrames`]). Whatever ends it is left for `advance_to_message` to deal with (and
-    /// report) as a `poll` would.
+    /// `handler`, up to `max`, and returns how many, and whether it stopped where nothing is
+    /// committed yet: the loop single messages go through (see [`PlainFrames`]). Whatever
+    /// else ends it is left for `advance_to_message` to deal with (and report) as a `poll`
+    /// would.
     #[inline]
-    fn take_frames(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> usize {
+    fn take_frames(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> (usize, bool) {
         let Some(frames) = self.plain_frames() else {
-            return 0;
+            return (0, false);
         };
         let mut taken = 0;
         while taken < max {
             let position = self.position;
-            let Some((header, frame, aligned)) = frames.at(position) else {
-                break;
+            let (header, frame, aligned) = match frames.at(position) {
+                PlainFrame::Data(header, frame, aligned) => (header, frame, aligned),
+                PlainFrame::Empty => return (taken, true),
+                PlainFrame::Other => break,
             };
             // Past the message before the handler has it, as `poll` is: a handler that
             // panics is not handed it again.
@@ -595,7 +628,7 @@ impl Consumer {
             handler(unsafe { frame_message(header, frame, position) });
             taken += 1;
         }
-        taken
+        (taken, false)
     }
 
     /// Where plain frames may be taken from the consumer's position on, or `None` if it is
