@@ -96,6 +96,10 @@ proptest! {
         let payloads: Vec<&Vec<u8>> = all.iter().map(|m| &m.payload).collect();
         prop_assert_eq!(payloads, written.iter().collect::<Vec<_>>());
 
+        // Every claim aborted (or every set empty): nothing to start from.
+        if all.is_empty() {
+            return Ok(());
+        }
         // From any message on: the first, one inside a set, or any other.
         let skip = start.index(all.len());
         let expected = &all[skip..];
