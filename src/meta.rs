@@ -610,7 +610,11 @@ impl Meta {
     pub fn commit_cursor(&self, index: usize, position: u64) {
         let entry = &self.cursor_entries()[index];
         entry.position.store(position, Ordering::Release);
-        entry.updated_ns.store(clock::now_ns(), Ordering::Relaxed);
+        // The coarse clock: a consumer may commit after every batch, and this time is only
+        // shown to people (`CursorInfo::committed_ns`, `logbus dump`).
+        entry
+            .updated_ns
+            .store(clock::coarse_now_ns(), Ordering::Relaxed);
     }
 
     /// Lets go of a cursor this process holds; its entry and position stay.
