@@ -6,15 +6,7 @@ use std::sync::OnceLock;
 /// call where the clock source is the TSC, as it is on this class of machine.
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    realtime_ns(libc::CLOCK_REALTIME)
 }
 
 /// Nanoseconds since the Unix epoch from `CLOCK_REALTIME_COARSE`: the time of the last clock
@@ -22,12 +14,19 @@ pub fn now_ns() -> u64 {
 /// a quarter of [`now_ns`]'s price. For times that only a person reads, stamped often.
 #[inline]
 pub fn coarse_now_ns() -> u64 {
+    realtime_ns(libc::CLOCK_REALTIME_COARSE)
+}
+
+/// Nanoseconds since the Unix epoch from `clock`, one of the realtime clocks.
+#[inline(always)]
+fn realtime_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME_COARSE exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec; both realtime clocks exist on Linux, and a
+    // failure would leave `ts` zero, not undefined.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
