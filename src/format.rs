@@ -283,11 +283,10 @@ pub fn check_records(payload: &[u8]) -> Result<(), String> {
     while offset + prefix <= len {
         let at = &payload[offset..offset + prefix];
         let record_len = u32::from_le_bytes([at[0], at[1], at[2], at[3]]) as usize;
-        let end = offset + prefix + record_len;
-        if end > len {
+        if offset + prefix + record_len > len {
             break;
         }
-        offset = (end + RECORD_ALIGNMENT as usize - 1) & !(RECORD_ALIGNMENT as usize - 1);
+        offset = next_record_offset(offset, record_len);
     }
     if offset >= len {
         return Ok(());
