@@ -58,8 +58,14 @@ pub mod log_flags {
     /// creation for a log with retention on a tmpfs; builds that predate the rule do not
     /// know the bit and refuse the log, rather than read it unlocked.
     pub const RECYCLING: u32 = 1 << 2;
+    /// Only exclusive producers write the log, one at a time, each keeping the frame word at
+    /// the tail zero before it moves the tail there; so a segment recycled for it is zeroed
+    /// only in its first frame word, not in whole (FORMAT.md, "Single-producer logs").
+    /// Builds that predate the rule refuse the log, rather than claim into such a segment
+    /// with an atomic add.
+    pub const SINGLE_PRODUCER: u32 = 1 << 3;
     /// Every flag this version knows; any other bit set makes a file unreadable to it.
-    pub const KNOWN: u32 = CHECKSUMS | TIMESTAMPS | RECYCLING;
+    pub const KNOWN: u32 = CHECKSUMS | TIMESTAMPS | RECYCLING | SINGLE_PRODUCER;
 }
 
 /// The header in front of every payload. The first 8 bytes (length, kind, flags, producer)

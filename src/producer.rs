@@ -63,6 +63,11 @@ pub struct Producer {
     /// The log's only producer while it lives (`Log::exclusive_producer`): claims move the
     /// tail with a plain store.
     exclusive: bool,
+    /// Claims may land on old bytes: in a single-producer log, recycled segments are zeroed
+    /// only in their first word. The producer then zeroes what its API promises zeroed (a
+    /// claim's or a set's room) and what a frame covers besides the payload (the alignment
+    /// after it), so that no frame carries bytes of an older message.
+    old_bytes: bool,
 }
 
 /// The words of the meta file that every claim and commit touches, found once: reaching them
@@ -171,6 +176,7 @@ impl Producer {
             max_lag: shared.meta.policy().bounded_lag,
             clock: clock::FrameClock::new(),
             exclusive,
+            old_bytes: log_flags & log_flags::SINGLE_PRODUCER != 0,
             shared,
         };
         // Map the segment the tail is in now, so the first offer does not pay for it.
@@ -237,6 +243,13 @@ impl Producer {
         // process reads before the commit below. The header is 8-aligned, so the u32/u64
         // fields are aligned; the payload fits because frame_len >= header + payload.
         unsafe {
+            if self.old_bytes && payload.len() % FRAME_ALIGNMENT as usize != 0 {
+                // The frame's last word, which the payload fills only in part.
+                header
+                    .add(frame_len as usize - FRAME_ALIGNMENT as usize)
+                    .cast::<u64>()
+                    .write(0);
+            }
             write_header_tail(header, checksum, timestamp);
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
@@ -276,6 +289,7 @@ impl Producer {
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
+        self.zero_old_payload(header, frame_len);
         Ok(Claim {
             producer: self,
             position,
@@ -313,6 +327,7 @@ impl Producer {
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
+        self.zero_old_payload(header, frame_len);
         Ok(Batch {
             producer: self,
             position,
@@ -348,6 +363,24 @@ impl Producer {
             FRAME_HEADER_LEN + payload_len as u64,
             FRAME_ALIGNMENT,
         ))
+    }
+
+    /// Zeroes the payload area of the claim at `header` if it may hold old bytes: a claim's
+    /// or a set's room is promised zeroed, and its alignment must not keep an older message.
+    #[inline(always)]
+    fn zero_old_payload(&self, header: *mut u8, frame_len: u64) {
+        if self.old_bytes {
+            // SAFETY: `header` starts this producer's claim of `frame_len` bytes in the current
+            // segment's mapping (as `claim_frame` just returned it), which no reader touches
+            // before the commit; the payload area is the claim after the header.
+            unsafe {
+                std::ptr::write_bytes(
+                    header.add(FRAME_HEADER_LEN as usize),
+                    0,
+                    (frame_len - FRAME_HEADER_LEN) as usize,
+                )
+            };
+        }
     }
 
     #[inline(always)]
@@ -734,7 +767,8 @@ impl Batch<'_> {
         // above), which is this producer's alone until commit and which nothing else
         // references meanwhile (the record is borrowed only for the call below); `start` is
         // 4-aligned in an 8-aligned payload, so the u32 store is aligned. The bytes are zero:
-        // a claim is made in memory never written since its segment was made or zeroed.
+        // a claim is made in memory never written since its segment was made or zeroed, or
+        // zeroed by `Producer::batch` where recycling may have left old bytes.
         let room = unsafe {
             let payload = self.header.add(FRAME_HEADER_LEN as usize);
             payload.add(start).cast::<u32>().write((len as u32).to_le());

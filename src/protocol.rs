@@ -175,7 +175,7 @@ impl ClaimRecord {
 /// records the claim in `record`. Returns the claim's position.
 ///
 /// One `fetch_add` (for an `exclusive` producer, the only one the log has, a plain store:
-/// see [`reserve`]), and no retry unless the range would cross a segment end: then both sides
+/// see [`Tail`] and `claim_once`), and no retry unless the range would cross a segment end: then both sides
 /// are padded (and waiters woken, since one may wait at either side) and the claim is made
 /// again in the next segment. The range is this claimer's until it commits or aborts, or a
 /// reader revokes it (see [`unblock`]).
@@ -197,7 +197,7 @@ pub fn claim<M: FrameMemory>(
     // Inline, the common case: nothing left over from an earlier call, and a claim that ends
     // inside its segment. Everything else goes to `claim_again`, out of the hot path.
     if record.state.load(Ordering::Relaxed) == ClaimRecord::IDLE {
-        let (position, fits) = claim_once(tail, geometry, frame_len, record);
+        let (position, fits) = claim_once(tail, geometry, frame_len, record, memory)?;
         if fits {
             // Map the claim's segment for the caller to write into. If that fails, the
             // record keeps the claim, and the next call (or a reader) pads it.
@@ -210,20 +210,47 @@ pub fn claim<M: FrameMemory>(
 
 /// One claim, announced, made and resolved in `record`: its position, and whether it ends
 /// inside its segment (if not, it must be settled and made again).
+///
+/// An exclusive producer knows its position before it moves the tail, so it leaves no
+/// unresolved moment: the record names the claim first. And it stores zero into the frame
+/// word just past its claim (unless that word begins a segment), before the tail reaches it.
+/// Readers come to that word only after this claim is committed, aborted or padded, and so
+/// find it zero until the next claim commits there, even in memory never zeroed: a
+/// single-producer log's recycled segments are zeroed only in their first word. Only an
+/// exclusive producer can do this, as no other claimer can have committed that word already.
+/// Fails, claiming nothing, if that word's segment cannot be mapped.
 #[inline(always)]
-fn claim_once(
+fn claim_once<M: FrameMemory>(
     tail: Tail<'_>,
     geometry: Geometry,
     frame_len: u64,
     record: &ClaimRecord,
-) -> (u64, bool) {
-    announce(record, frame_len);
-    let position = reserve(tail, frame_len);
-    resolve(record, position);
-    (
+    memory: &mut M,
+) -> Result<(u64, bool), Error> {
+    let position = match tail {
+        Tail::Shared(tail) => {
+            announce(record, frame_len);
+            let position = reserve(tail, frame_len);
+            resolve(record, position);
+            position
+        }
+        Tail::Exclusive(tail) => {
+            let position = tail.load(Ordering::Relaxed);
+            let end = position + frame_len;
+            if geometry.offset_in_segment(end) != 0 {
+                memory.frame_word(end)?.store(0, Ordering::Relaxed);
+            }
+            record.len.store(frame_len, Ordering::Relaxed);
+            resolve(record, position);
+            // `Release`: a reader that sees the tail here sees the record, and the zero.
+            tail.store(end, Ordering::Release);
+            position
+        }
+    };
+    Ok((
         position,
         position + frame_len <= geometry.segment_end(position),
-    )
+    ))
 }
 
 /// The rest of [`claim`]: settles what the record holds — a claim left unfinished by an
@@ -241,7 +268,7 @@ fn claim_again<M: FrameMemory>(
 ) -> Result<u64, Error> {
     loop {
         settle(record, geometry, memory, wake, barrier)?;
-        let (position, fits) = claim_once(tail, geometry, frame_len, record);
+        let (position, fits) = claim_once(tail, geometry, frame_len, record, memory)?;
         if fits {
             memory.frame_word(position)?;
             return Ok(position);
@@ -261,31 +288,24 @@ pub fn announce(record: &ClaimRecord, frame_len: u64) {
 /// The second step: the one `fetch_add` that takes the range. `Release`: a reader that sees
 /// the tail past this claim (`Acquire`) also sees the announcement (or what followed it), so
 /// it can never take this claim for nobody's.
-///
-/// An `exclusive` producer — the log's only one while it lives, which the meta file enforces
-/// (`Log::exclusive_producer`) — has no claim to race, so it moves the tail with a load and a
-/// `Release` store instead: the same guarantee to readers, without the locked instruction.
-/// That instruction waits for the store buffer to drain, and the store buffer holds the last
-/// message's stores to the line the consumer polls; it was most of an `offer` across
-/// processes once nothing else was in the way.
 #[inline(always)]
-pub fn reserve(tail: Tail<'_>, frame_len: u64) -> u64 {
-    match tail {
-        Tail::Shared(tail) => tail.fetch_add(frame_len, Ordering::Release),
-        Tail::Exclusive(tail) => {
-            let position = tail.load(Ordering::Relaxed);
-            tail.store(position + frame_len, Ordering::Release);
-            position
-        }
-    }
+pub fn reserve(tail: &AtomicU64, frame_len: u64) -> u64 {
+    tail.fetch_add(frame_len, Ordering::Release)
 }
 
 /// The log's tail, as a producer may move it.
+///
+/// An exclusive producer — the log's only one while it lives, which the meta file enforces
+/// (`Log::exclusive_producer`) — has no claim to race, so it moves the tail with a load and a
+/// `Release` store instead of [`reserve`]: the same guarantee to readers, without the locked
+/// instruction. That instruction waits for the store buffer to drain, and the store buffer
+/// holds the last message's stores to the line the consumer polls; it was most of an `offer`
+/// across processes once nothing else was in the way.
 #[derive(Clone, Copy)]
 pub enum Tail<'a> {
     /// With an atomic add: any number of producers claim at once.
     Shared(&'a AtomicU64),
-    /// With a plain store: this producer is the log's only one (see [`reserve`]).
+    /// With a plain store: this producer is the log's only one.
     Exclusive(&'a AtomicU64),
 }
 

@@ -18,6 +18,11 @@
 //! ([`still_named`]), so it never trusts a file that was renamed away (and perhaps recycled)
 //! between its `open` and its lock. Only logs made with [`format::log_flags::RECYCLING`]
 //! recycle, so that builds which predate the lock never read a log that does.
+//!
+//! A recycled segment is zeroed before it is published, since readers take a zero frame word
+//! for "nothing here yet" — in whole, except in a single-producer log
+//! ([`format::log_flags::SINGLE_PRODUCER`]), whose producer zeroes the word at the end of
+//! each claim before it moves the tail there, so that only the segment's first word needs it.
 
 use crate::format::{
     segment_file_name, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
@@ -266,11 +271,19 @@ fn recycle(
         let segment = map(file, path.clone(), spec, parking).ok()?;
         // Faulting the pages in first costs one system call instead of a trap per page.
         segment.prefault(Prefault::Write);
+        // A single-producer log's producer keeps the frame word at the tail zero itself
+        // (`protocol::claim`), so only the word a reader entering the segment looks at first
+        // must be: the rest is not written twice.
+        let zeroed = if spec.log_flags & format::log_flags::SINGLE_PRODUCER != 0 {
+            format::FRAME_ALIGNMENT
+        } else {
+            spec.capacity
+        };
         // SAFETY: the mapping is file_len bytes long and writable, and this process holds the
         // file's only lock, exclusively, under a name only it uses: no other process reads
         // these bytes (every reader locks first) and no other thread of this one has the file.
         unsafe {
-            std::ptr::write_bytes(segment.data_ptr(), 0, spec.capacity as usize);
+            std::ptr::write_bytes(segment.data_ptr(), 0, zeroed as usize);
             let header = new_header(spec, base_position);
             std::ptr::copy_nonoverlapping(
                 bytemuck::bytes_of(&header).as_ptr(),

@@ -375,6 +375,43 @@ fn a_mirror_resumes_where_its_replica_ends_and_its_replica_is_read_while_it_grow
     assert_eq!(mirror.connections(), 1);
 }
 
+#[test]
+fn a_single_producer_logs_replica_is_an_ordinary_log_that_its_mirror_reopens() {
+    let root = common::tempdir();
+    let source_dir = root.path().join("single");
+    let single = LogOptions::new()
+        .segment_capacity(SEGMENT_CAPACITY)
+        .single_producer(true);
+    let log = Log::create(&source_dir, &single).unwrap();
+    let model = Model::new(log.max_payload_len());
+    common::produce(&log, &model, 0, 2000);
+    let bridge = Bridge::start(test_config(root.path())).unwrap();
+    let addr = bridge.local_addr();
+    let replica_dir = root.path().join("replicas").join("single");
+    let mut mirror =
+        Mirror::open(addr, "single", &replica_dir, Start::Earliest, options()).unwrap();
+    assert!(mirror
+        .run_until(log.tail(), Duration::from_secs(60))
+        .unwrap());
+    drop(mirror);
+    // No producer writes a replica (its mirror does), so it must not skip zeroing what it
+    // recycles: it is made without the option, and its mirror still knows it for the
+    // source's.
+    let replica = Log::open(&replica_dir).unwrap();
+    assert!(!replica.options().get_single_producer());
+    let mirror = Mirror::open(addr, "single", &replica_dir, Start::Latest, options()).unwrap();
+    assert_eq!(mirror.position(), log.tail());
+    let mut consumer = replica.consumer(StartAt::Earliest).unwrap();
+    let mut tracker = Tracker::new(model, &[(0, 2000)]);
+    common::read_until_done(
+        &mut consumer,
+        &mut tracker,
+        common::ReadMode::Poll,
+        Duration::from_secs(60),
+    );
+    assert_data_areas_equal(&source_dir, &replica_dir);
+}
+
 /// A bridge child process; killed (SIGKILL) on drop.
 struct BridgeProcess {
     child: Child,

@@ -34,31 +34,6 @@ fn tmpfs_tempdir() -> Option<tempfile::TempDir> {
     }
 }
 
-/// Records the inode of every segment file now in `dir` under its base position.
-fn note_inodes(dir: &Path, inodes: &mut HashMap<u64, u64>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse().ok()) else {
-            continue;
-        };
-        if let Ok(metadata) = entry.metadata() {
-            inodes.entry(base).or_insert(metadata.ino());
-        }
-    }
-}
-
-/// Base positions whose file was a file an earlier segment had had.
-fn recycled(inodes: &HashMap<u64, u64>) -> Vec<u64> {
-    let mut bases: Vec<u64> = inodes
-        .iter()
-        .filter(|&(&base, ino)| inodes.iter().any(|(&other, i)| other < base && i == ino))
-        .map(|(&base, _)| base)
-        .collect();
-    bases.sort_unstable();
-    bases
-}
-
 #[test]
 #[ignore = "child process entry point; run by other tests"]
 fn child_entry() {
@@ -184,10 +159,10 @@ fn retired_segments_become_new_ones_and_every_message_reads_back_intact() {
             assert_eq!(seq_of(m.payload()), read, "at {}", m.position());
             read += 1;
         }
-        note_inodes(dir.path(), &mut inodes);
+        common::note_inodes(dir.path(), &mut inodes);
     }
     assert_eq!(read, sent);
-    let recycled = recycled(&inodes);
+    let recycled = common::recycled(&inodes);
     // Each segment from the fourth on could be a recycled one; the preparer makes them
     // ahead, so a few are always made while the reader still holds the one they would reuse.
     assert!(
@@ -253,13 +228,13 @@ fn a_segment_another_process_reads_is_deleted_not_recycled_and_reads_on_intact()
             in_first = sent + 1;
         }
         sent += 1;
-        note_inodes(dir.path(), &mut inodes);
+        common::note_inodes(dir.path(), &mut inodes);
     }
     log.apply_retention().unwrap();
     assert!(!common::segment_path(dir.path(), 0).exists());
     // Other retired files were recycled meanwhile, the one the reader holds never.
     assert!(
-        !recycled(&inodes).is_empty(),
+        !common::recycled(&inodes).is_empty(),
         "nothing recycled: {inodes:?}"
     );
     assert!(
@@ -458,7 +433,7 @@ fn processes_that_write_and_read_through_recycled_segments_lose_nothing() {
         std::thread::spawn(move || {
             let mut inodes = HashMap::new();
             while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                note_inodes(&dir, &mut inodes);
+                common::note_inodes(&dir, &mut inodes);
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
             inodes
@@ -484,7 +459,7 @@ fn processes_that_write_and_read_through_recycled_segments_lose_nothing() {
     // millisecond), and a file a reader still holds is deleted rather than recycled; enough
     // that recycling was part of the run.
     let segments = log.tail() / SEGMENT;
-    let recycled = recycled(&inodes);
+    let recycled = common::recycled(&inodes);
     assert!(
         recycled.len() >= 10,
         "only {} of {segments} segments were seen to be recycled files",

@@ -68,6 +68,10 @@ fn geometry() -> Geometry {
     geometry
 }
 
+/// The producer slot named by the old frames of [`ModelLog::with_old_bytes`]: no model
+/// producer uses it, so a consumer that delivers one of its messages took old bytes for new.
+const OLD_SLOT: u16 = 6;
+
 /// The producer slot that claims room for two frames and commits a message set of one, as
 /// `Batch::commit` does when fewer records were pushed than room was claimed for.
 const SHRINKING_SLOT: u16 = 7;
@@ -135,6 +139,39 @@ impl ModelLog {
             base: tail,
             frame_words: (0..words).map(|_| AtomicU64::new(0)).collect(),
             plain_words: (0..words).map(|_| PlainWord(UnsafeCell::new(0))).collect(),
+        })
+    }
+
+    /// As [`ModelLog::new`], but in memory that held older frames, as a single-producer log's
+    /// recycled segments do: every word past the tail looks like a committed message of
+    /// [`OLD_SLOT`], a producer that never writes here, except the first word of the second
+    /// segment, which recycling zeroes. The word at the tail is zero, as the producer before
+    /// left it.
+    fn with_old_bytes(tail: u64, frames: u64) -> Arc<ModelLog> {
+        let words = (frames * FRAME_LEN / 8 + 1) as usize;
+        let old = |index: usize| {
+            let position = tail + 8 * index as u64;
+            index > 0 && position != SEGMENT_END
+        };
+        Arc::new(ModelLog {
+            geometry: geometry(),
+            tail: AtomicU64::new(tail),
+            wake: WakeWord::default(),
+            records: (0..SLOTS).map(|_| ClaimRecord::default()).collect(),
+            base: tail,
+            frame_words: (0..words)
+                .map(|i| AtomicU64::new(if old(i) { committed_word(OLD_SLOT) } else { 0 }))
+                .collect(),
+            plain_words: (0..words)
+                .map(|i| {
+                    let value = if old(i) {
+                        content_word(OLD_SLOT, i as u64 % 4)
+                    } else {
+                        0
+                    };
+                    PlainWord(UnsafeCell::new(value))
+                })
+                .collect(),
         })
     }
 
@@ -489,6 +526,30 @@ fn a_consumer_reading_an_exclusive_producers_claims_across_a_segment_end_sees_wh
     }
 }
 
+/// As the model above, in memory that held older frames (a single-producer log's recycled
+/// segment, zeroed only in its first word): the consumer never takes an old frame for a
+/// message, because the exclusive producer zeroes the word past each claim before it moves
+/// the tail there.
+#[test]
+fn a_consumer_never_takes_old_bytes_ahead_of_an_exclusive_producer_for_a_message() {
+    for start in TAILS_NEAR_SEGMENT_END {
+        check(Some(4), move || {
+            let log = ModelLog::with_old_bytes(start, 3);
+            let producer = ModelProducer::exclusive(&log, 1);
+            let producing =
+                thread::spawn(move || vec![(1, producer.offer()), (1, producer.offer())]);
+
+            let mut consumer = ModelConsumer::new(&log, start);
+            let received = consumer.receive(2);
+
+            let offered = producing.join().unwrap();
+            assert_delivered_exactly(&received, &offered);
+            assert_eq!(consumer.position, log.tail.load(Ordering::Relaxed));
+            assert_eq!(consumer.frame_here(), FrameState::Empty);
+        });
+    }
+}
+
 /// Starts one thread per slot that offers one message; each returns (slot, position).
 fn offer_concurrently(log: &Arc<ModelLog>, slots: [u16; 2]) -> Vec<thread::JoinHandle<(u16, u64)>> {
     slots
@@ -805,6 +866,29 @@ fn a_dead_producers_claim_is_padded_and_the_message_after_it_delivered() {
     });
 }
 
+/// An exclusive producer claims in memory that held older frames and dies; the next one
+/// (the log is free once the first is dead) offers a message while a reader, stalled at the
+/// dead claim, pads it. The reader never delivers an old frame — the word past the dead
+/// claim was zeroed before the claim moved the tail — and receives the message exactly once.
+#[test]
+fn a_dead_exclusive_producers_claim_over_old_bytes_is_padded_and_nothing_old_delivered() {
+    check(Some(3), || {
+        let log = ModelLog::with_old_bytes(TAIL_INSIDE_SEGMENT, 2);
+        let dying = ModelProducer::exclusive(&log, 1);
+        let dead_claim = thread::spawn(move || dying.claim()).join().unwrap();
+        let next = ModelProducer::exclusive(&log, 2);
+        let offering = thread::spawn(move || next.offer());
+
+        let mut consumer = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
+        let received = consumer.receive_unblocking(1, &[1], false);
+
+        let offered = offering.join().unwrap();
+        assert_eq!(dead_claim, TAIL_INSIDE_SEGMENT);
+        assert_delivered_exactly(&received, &[(2, offered)]);
+        assert_eq!(consumer.position, TAIL_INSIDE_SEGMENT + 2 * FRAME_LEN);
+    });
+}
+
 /// A producer is killed between its `fetch_add` and the store of its position: its claim has
 /// a zero frame word and no record names it. A live producer offers at the same time, before
 /// or after it. The reader pads only the dead claim — never the live producer's, whatever the
@@ -819,7 +903,7 @@ fn a_producer_killed_between_its_fetch_add_and_its_record_never_costs_a_live_mes
         thread::spawn(move || {
             // The library's own first two steps of `claim`, and then the process is gone.
             announce(&dying.records[1], FRAME_LEN);
-            reserve(Tail::Shared(&dying.tail), FRAME_LEN);
+            reserve(&dying.tail, FRAME_LEN);
         })
         .join()
         .unwrap();

@@ -361,7 +361,7 @@ fn check_identity(dir: &Path, replica: &Log, info: &LogInfo) -> Result<()> {
     let header = replica.shared.meta.header();
     if replica.id() != info.log_id
         || options.get_segment_capacity() != info.segment_capacity
-        || header.log_flags != info.log_flags
+        || header.log_flags != replica_flags(info.log_flags)
     {
         return Err(BridgeError::Replica {
             path: dir.to_path_buf(),
@@ -369,6 +369,13 @@ fn check_identity(dir: &Path, replica: &Log, info: &LogInfo) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The source's log flags, as its replica keeps them: without single-producer, since no
+/// producer writes a replica (its mirror copies frames in), and a recycled segment of one must
+/// therefore be zeroed in whole.
+fn replica_flags(source_flags: u32) -> u32 {
+    source_flags & !format::log_flags::SINGLE_PRODUCER
 }
 
 /// Makes a log in `dir` with the source's identity and options, ending (empty) at `start`.
@@ -400,7 +407,7 @@ fn create_replica(dir: &Path, info: &LogInfo, start: u64) -> Result<Log> {
         magic: META_MAGIC,
         version: FORMAT_VERSION,
         header_len: std::mem::size_of::<MetaHeader>() as u16,
-        log_flags: info.log_flags,
+        log_flags: replica_flags(info.log_flags),
         log_id: info.log_id,
         segment_capacity: info.segment_capacity,
         created_ns: info.created_ns,

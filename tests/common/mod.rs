@@ -883,6 +883,32 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Records the inode of every segment file now in `dir` under its base position.
+pub fn note_inodes(dir: &Path, inodes: &mut HashMap<u64, u64>) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse().ok()) else {
+            continue;
+        };
+        if let Ok(metadata) = entry.metadata() {
+            inodes.entry(base).or_insert(metadata.ino());
+        }
+    }
+}
+
+/// Base positions whose file was a file an earlier segment had had: recycled segments.
+pub fn recycled(inodes: &HashMap<u64, u64>) -> Vec<u64> {
+    let mut bases: Vec<u64> = inodes
+        .iter()
+        .filter(|&(&base, ino)| inodes.iter().any(|(&other, i)| other < base && i == ino))
+        .map(|(&base, _)| base)
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
 /// The path of the segment file whose data starts at `base`.
 pub fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(logbus::format::segment_file_name(base))

@@ -50,7 +50,8 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   processes              benchmark processes running at once (producers + consumers)
   checksums, timestamps  the log's options (null for the socket)
   segment_capacity       the log's segment size in bytes (null for the socket)
-  exclusive              true: the producer was an exclusive one (null for the socket)
+  exclusive              true: single-producer logs, the producer an exclusive one (null
+                         for the socket)
   retain_segments        segments each log keeps (0: all; null for the socket)
   filesystem             what the log's directory is on, e.g. \"tmpfs, 4 KiB pages\"
   msgs_per_sec           messages per second the slowest consumer saw, from its first
@@ -81,7 +82,8 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   runs                   runs of each transport; the figures are medians over them
   cores, processes       CPUs this process may use; benchmark processes (2)
   checksums, timestamps, segment_capacity   the logs' options (null for the socket)
-  exclusive, filesystem  exclusive producers or not; what the logs' directory is on
+  exclusive, filesystem  single-producer logs (exclusive producers) or not; what the
+                         logs' directory is on
   retain_segments        segments each log keeps (0: all; null for the socket)
   p50_ns, p90_ns, p99_ns, p999_ns, p9999_ns, max_ns, mean_ns
                          round-trip time in nanoseconds at that percentile (p999 is
@@ -269,8 +271,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retain_segments: u64,
 
-    /// Make each producer with Log::exclusive_producer: its log's only producer, whose claims
-    /// take no locked instruction (throughput: with --producers 1 only).
+    /// Make the logs single-producer (LogOptions::single_producer): each producer is an
+    /// exclusive one, its log's only producer, whose claims take no locked instruction, and
+    /// segments recycled for it (with --retain-segments on a tmpfs) are not zeroed in whole
+    /// ahead of it (throughput: with --producers 1 only).
     #[arg(long)]
     pub exclusive: bool,
 
@@ -296,6 +300,7 @@ impl CommonArgs {
             .segment_capacity(self.segment_capacity)
             .checksums(!self.no_checksums)
             .timestamps(!self.no_timestamps)
+            .single_producer(self.exclusive)
             .retain_segments(self.retain_segments)
             // Consumers of a retaining log read through durable cursors, which retention
             // waits for; bounded mode makes producers wait for them in turn, so that the log

@@ -55,6 +55,8 @@ JSON (--json): one object per line, its kind in \"type\"; these field names are 
   log          path, format_version, log_id (32 hex digits), created, created_ns,
                segment_capacity, checksums, timestamps, recycling (true: retired segments
                become new ones, and every reader locks; see docs/FORMAT.md),
+               single_producer (true: one exclusive producer at a time, and recycled
+               segments are not zeroed ahead),
                file_mode (octal text, \"0600\"), tail,
                earliest_position, segment_files, producer_slots, consumer_slots,
                producers_in_use, exclusive_pid (the process named as holding the log with an
@@ -195,6 +197,7 @@ struct LogLine {
     checksums: bool,
     timestamps: bool,
     recycling: bool,
+    single_producer: bool,
     file_mode: String,
     tail: u64,
     earliest_position: u64,
@@ -375,7 +378,7 @@ impl Out {
                 )?;
                 writeln!(
                     w,
-                    "options    {} segments ({} bytes), checksums {}, timestamps {}, file mode {}{}",
+                    "options    {} segments ({} bytes), checksums {}, timestamps {}, file mode {}{}{}",
                     units::binary_bytes(l.segment_capacity),
                     l.segment_capacity,
                     show::on_off(l.checksums),
@@ -383,6 +386,11 @@ impl Out {
                     l.file_mode,
                     if l.recycling {
                         ", retired segments recycled"
+                    } else {
+                        ""
+                    },
+                    if l.single_producer {
+                        ", single producer"
                     } else {
                         ""
                     }
@@ -721,6 +729,7 @@ impl<'a> Dump<'a> {
             checksums: header.log_flags & log_flags::CHECKSUMS != 0,
             timestamps: header.log_flags & log_flags::TIMESTAMPS != 0,
             recycling: header.log_flags & log_flags::RECYCLING != 0,
+            single_producer: header.log_flags & log_flags::SINGLE_PRODUCER != 0,
             file_mode: format!("{:04o}", header.file_mode),
             tail,
             earliest_position: files.first().map_or(0, |(base, _)| *base),
