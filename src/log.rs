@@ -82,8 +82,11 @@ impl LogOptions {
     /// first lives. In return, where the log recycles its segments (retention on a tmpfs),
     /// a recycled segment is not zeroed in whole before it is used, only in its first frame
     /// word: the producer keeps the word at the tail zero itself. Zeroing is a second write of
-    /// every byte the log carries, on the producer's side of the machine; without it, 4 KiB
-    /// messages moved 25–40% faster across processes (README, "Performance").
+    /// every byte the log carries, on the producer's side of the machine (README,
+    /// "Performance", for what leaving it out gains). The price: the room a
+    /// [`Producer::claim`] or [`crate::Batch::push_with`] hands out is not zeroed either, and
+    /// may hold older bytes of the log, so write all of it; and padding frames keep older
+    /// bytes, which a dump or a bridge subscriber may see (never as messages).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;

@@ -64,9 +64,9 @@ pub struct Producer {
     /// tail with a plain store.
     exclusive: bool,
     /// Claims may land on old bytes: in a single-producer log, recycled segments are zeroed
-    /// only in their first word. The producer then zeroes what its API promises zeroed (a
-    /// claim's or a set's room) and what a frame covers besides the payload (the alignment
-    /// after it), so that no frame carries bytes of an older message.
+    /// only in their first word. The producer then zeroes the alignment a frame or a record
+    /// has after its payload, so that only bytes the caller was handed (and left unwritten)
+    /// can carry an older message into a frame.
     old_bytes: bool,
 }
 
@@ -238,18 +238,12 @@ impl Producer {
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
+        self.zero_old_alignment(header, frame_len, payload.len());
         // SAFETY: the claim gave this producer [position, position + frame_len), which lies
         // in the current segment (claims never cross a segment end) and which no other
         // process reads before the commit below. The header is 8-aligned, so the u32/u64
         // fields are aligned; the payload fits because frame_len >= header + payload.
         unsafe {
-            if self.old_bytes && payload.len() % FRAME_ALIGNMENT as usize != 0 {
-                // The frame's last word, which the payload fills only in part.
-                header
-                    .add(frame_len as usize - FRAME_ALIGNMENT as usize)
-                    .cast::<u64>()
-                    .write(0);
-            }
             write_header_tail(header, checksum, timestamp);
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
@@ -282,14 +276,16 @@ impl Producer {
 
     /// Claims room for a `len`-byte payload in the mapping. Write it through the returned
     /// [`Claim`] (it derefs to `&mut [u8]`, zeroed) and [`Claim::commit`] it; dropping the
-    /// claim uncommitted aborts it, and readers skip it as padding.
+    /// claim uncommitted aborts it, and readers skip it as padding. In a single-producer log
+    /// ([`crate::LogOptions::single_producer`]) the room is not zeroed: it may hold older
+    /// bytes of the log, so write all of it.
     #[inline]
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
         let frame_len = self.frame_len(len)?;
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
-        self.zero_old_payload(header, frame_len);
+        self.zero_old_alignment(header, frame_len, len);
         Ok(Claim {
             producer: self,
             position,
@@ -327,7 +323,6 @@ impl Producer {
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
         let header = self.memory.current_ptr(position);
-        self.zero_old_payload(header, frame_len);
         Ok(Batch {
             producer: self,
             position,
@@ -365,20 +360,20 @@ impl Producer {
         ))
     }
 
-    /// Zeroes the payload area of the claim at `header` if it may hold old bytes: a claim's
-    /// or a set's room is promised zeroed, and its alignment must not keep an older message.
+    /// Where the claim at `header` may hold old bytes and its payload of `payload_len` bytes
+    /// ends inside the frame's last word, zeroes that word (before the payload is written over
+    /// its start): a frame's alignment must not keep bytes of an older message.
     #[inline(always)]
-    fn zero_old_payload(&self, header: *mut u8, frame_len: u64) {
-        if self.old_bytes {
-            // SAFETY: `header` starts this producer's claim of `frame_len` bytes in the current
-            // segment's mapping (as `claim_frame` just returned it), which no reader touches
-            // before the commit; the payload area is the claim after the header.
+    fn zero_old_alignment(&self, header: *mut u8, frame_len: u64, payload_len: usize) {
+        if self.old_bytes && payload_len % FRAME_ALIGNMENT as usize != 0 {
+            // SAFETY: `header` starts this producer's claim of `frame_len` (a multiple of 8,
+            // more than the header) bytes in the current segment's mapping, as `claim_frame`
+            // just returned it, which no reader touches before the commit.
             unsafe {
-                std::ptr::write_bytes(
-                    header.add(FRAME_HEADER_LEN as usize),
-                    0,
-                    (frame_len - FRAME_HEADER_LEN) as usize,
-                )
+                header
+                    .add((frame_len - FRAME_ALIGNMENT) as usize)
+                    .cast::<u64>()
+                    .write(0)
             };
         }
     }
@@ -735,8 +730,9 @@ impl Batch<'_> {
     }
 
     /// Appends a record of `len` bytes that `write` writes in place, in the mapping (given
-    /// them zeroed), with no copy: as [`Producer::claim`] does for a single message. Fails
-    /// with [`Error::BatchFull`] if it does not fit; `write` is then not called.
+    /// them zeroed, except in a single-producer log: see [`Producer::claim`]), with no copy:
+    /// as [`Producer::claim`] does for a single message. Fails with [`Error::BatchFull`] if it
+    /// does not fit; `write` is then not called.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -766,13 +762,21 @@ impl Batch<'_> {
         // SAFETY: [start, start + 4 + len) lies inside this batch's claimed payload (checked
         // above), which is this producer's alone until commit and which nothing else
         // references meanwhile (the record is borrowed only for the call below); `start` is
-        // 4-aligned in an 8-aligned payload, so the u32 store is aligned. The bytes are zero:
-        // a claim is made in memory never written since its segment was made or zeroed, or
-        // zeroed by `Producer::batch` where recycling may have left old bytes.
+        // 4-aligned in an 8-aligned payload, so the u32 stores are aligned. The bytes are
+        // zero (a claim is made in memory never written since its segment was made or zeroed),
+        // except in a single-producer log, where recycling leaves old bytes: there the 4-byte
+        // word the record ends in is zeroed, so that its alignment keeps none (the word lies
+        // in the claim, which ends 8-aligned).
         let room = unsafe {
             let payload = self.header.add(FRAME_HEADER_LEN as usize);
             payload.add(start).cast::<u32>().write((len as u32).to_le());
-            std::slice::from_raw_parts_mut(payload.add(start + RECORD_LENGTH_LEN as usize), len)
+            let room = payload.add(start + RECORD_LENGTH_LEN as usize);
+            if self.producer.old_bytes && len % RECORD_ALIGNMENT as usize != 0 {
+                room.add(len & !(RECORD_ALIGNMENT as usize - 1))
+                    .cast::<u32>()
+                    .write(0);
+            }
+            std::slice::from_raw_parts_mut(room, len)
         };
         write(room);
         self.used = start + RECORD_LENGTH_LEN as usize + len;
@@ -799,6 +803,18 @@ impl Batch<'_> {
             return Ok(self.position);
         }
         let used_frame = align_up(FRAME_HEADER_LEN + self.used as u64, FRAME_ALIGNMENT);
+        let records_end = align_up(self.used as u64, RECORD_ALIGNMENT);
+        if self.producer.old_bytes && FRAME_HEADER_LEN + records_end < used_frame {
+            // SAFETY: the 4 bytes from `records_end` lie before `used_frame`, inside the claim,
+            // 4-aligned; the claim is ours until the commit below. They are the frame's
+            // alignment after the last record (`push_with` zeroed the gap before them).
+            unsafe {
+                self.header
+                    .add((FRAME_HEADER_LEN + records_end) as usize)
+                    .cast::<u32>()
+                    .write(0)
+            };
+        }
         if used_frame < self.frame_len {
             let rest = self
                 .producer

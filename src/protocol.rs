@@ -459,9 +459,13 @@ pub fn abort(
 /// the frame at the range's start is committed: a message set that came out shorter than
 /// its claim. No wake-up of its own: a reader reaches the padding only through that frame,
 /// whose commit also publishes this store, and whose wake-up covers both.
+///
+/// A plain store, not a swap from zero: the word lies inside this producer's claim, where no
+/// reader ever writes (one that revokes the claim pads it from its start, in one frame), and
+/// it need not be zero (a single-producer log's recycled segments are not zeroed).
 #[inline]
 pub fn pad_rest_of_claim(rest: &AtomicU64, rest_len: u64) {
-    pad_if_empty(rest, rest_len);
+    rest.store(padding_word(rest_len), Ordering::Relaxed);
 }
 
 /// A producer slot as a stalled reader sees it: the claim record and whether the owner

@@ -1,8 +1,8 @@
 //! Single-producer logs (`LogOptions::single_producer`): one exclusive producer at a time,
 //! and recycled segments zeroed only in their first frame word, the producer keeping the word
 //! at the tail zero itself. Old bytes then lie ahead of every claim; no consumer may ever take
-//! them for a message, not even after the producer is killed in the middle of one, and what
-//! the API promises zeroed (a claim's room, a set's records) still is.
+//! them for a message, not even after the producer is killed in the middle of one, and none
+//! stay in the alignment after a payload or a set's record.
 
 mod common;
 
@@ -38,7 +38,7 @@ fn file_bytes_from(dir: &Path, position: u64) -> Vec<u8> {
 }
 
 #[test]
-fn claims_in_a_recycled_segment_get_zeroed_room_and_frames_carry_no_old_bytes() {
+fn frames_written_over_old_bytes_keep_none_in_their_alignment() {
     let Some(root) = tmpfs_tempdir() else {
         return;
     };
@@ -72,23 +72,34 @@ fn claims_in_a_recycled_segment_get_zeroed_room_and_frames_carry_no_old_bytes() 
     let start = log.tail();
 
     let mut claim = producer.claim(13).unwrap();
-    assert!(claim.iter().all(|&b| b == 0), "claimed room is not zeroed");
     claim.copy_from_slice(b"claimed room!");
     let claimed_at = claim.commit().unwrap();
 
-    let mut batch = producer.batch(logbus::Batch::bytes_needed([5, 7])).unwrap();
-    for (len, text) in [(5, &b"first"[..]), (7, &b"second!"[..])] {
+    let mut batch = producer.batch(logbus::Batch::bytes_needed([5, 6])).unwrap();
+    for (len, text) in [(5, &b"first"[..]), (6, &b"second"[..])] {
         batch
-            .push_with(len, |room| {
-                assert!(
-                    room.iter().all(|&b| b == 0),
-                    "a record's room is not zeroed"
-                );
-                room.copy_from_slice(text);
-            })
+            .push_with(len, |room| room.copy_from_slice(text))
             .unwrap();
     }
-    batch.commit().unwrap();
+    let set_at = batch.commit().unwrap();
+    // Records: length 5 at 0, bytes 4..9, alignment 9..12; length 6 at 12, bytes 16..22,
+    // then the frame's alignment 22..24 (24 + 22 bytes, aligned to 48).
+    let set = file_bytes_from(&dir, set_at);
+    assert_eq!(
+        &set[24..48],
+        b"\x05\0\0\0first\0\0\0\x06\0\0\0second\0\0",
+        "the set at {set_at} keeps old bytes between or after its records"
+    );
+    // One 8-byte record: 12 bytes, then the frame's alignment 12..16.
+    let mut batch = producer.batch(logbus::Batch::bytes_needed([8])).unwrap();
+    batch.push(b"eight by").unwrap();
+    let short_set_at = batch.commit().unwrap();
+    let set = file_bytes_from(&dir, short_set_at);
+    assert_eq!(
+        &set[24..40],
+        b"\x08\0\0\0eight by\0\0\0\0",
+        "the set at {short_set_at} keeps old bytes after its record"
+    );
     // A set given more room than it used: the rest becomes padding over the old bytes.
     let mut roomy = producer.batch(400).unwrap();
     roomy.push(b"roomy").unwrap();
@@ -115,7 +126,8 @@ fn claims_in_a_recycled_segment_get_zeroed_room_and_frames_carry_no_old_bytes() 
         [
             &b"claimed room!"[..],
             b"first",
-            b"second!",
+            b"second",
+            b"eight by",
             b"roomy",
             b"offered bytes"
         ]
