@@ -403,7 +403,9 @@ impl Link {
         if let Some(known) = &self.info {
             if known.log_id != info.log_id
                 || known.segment_capacity != info.segment_capacity
-                || known.log_flags != info.log_flags
+                // A replica serves its source's bytes without the single-producer bit.
+                || super::mirror::replica_flags(known.log_flags)
+                    != super::mirror::replica_flags(info.log_flags)
             {
                 return Err(LinkError::Fatal(BridgeError::Protocol(format!(
                     "'{}' at {address} is another log than before (its identity changed): \

@@ -374,7 +374,7 @@ fn check_identity(dir: &Path, replica: &Log, info: &LogInfo) -> Result<()> {
 /// The source's log flags, as its replica keeps them: without single-producer, since no
 /// producer writes a replica (its mirror copies frames in), and a recycled segment of one must
 /// therefore be zeroed in whole.
-fn replica_flags(source_flags: u32) -> u32 {
+pub(super) fn replica_flags(source_flags: u32) -> u32 {
     source_flags & !format::log_flags::SINGLE_PRODUCER
 }
 
