@@ -122,6 +122,10 @@ struct ProducerMemory {
     /// `u64::MAX` (no such segment) until the first is mapped.
     current_index: u64,
     current_data: *mut u8,
+    /// The line boundary up to which an exclusive producer has prefetched (see
+    /// `prefetch_ahead`), and the claim position from which it prefetches more.
+    prefetched_to: u64,
+    prefetch_at: u64,
     /// Keeps `current_data` mapped.
     current: Option<Arc<Segment>>,
 }
@@ -157,6 +161,8 @@ impl Producer {
                 geometry,
                 current_index: u64::MAX,
                 current_data: std::ptr::null_mut(),
+                prefetched_to: 0,
+                prefetch_at: 0,
                 current: None,
             },
             words: MetaWords::new(&shared, slot),
@@ -421,6 +427,9 @@ impl Producer {
         // and a load of it that spans the stores of its parts waits for the store buffer to
         // drain — the message's stores to the line the consumer polls included.
         self.after_claim(position);
+        if self.exclusive {
+            self.memory.prefetch_ahead(position, frame_len);
+        }
         Ok(position)
     }
 
@@ -512,6 +521,34 @@ impl Producer {
     }
 }
 
+/// How far past its claims an exclusive producer prefetches (see
+/// `ProducerMemory::prefetch_ahead`): a page. In alternating runs across processes (huge
+/// pages, recycling, single-producer, fields off) 1 KiB and 4 KiB both beat no prefetch at
+/// 256 bytes (medians 27.6 and 27.0 against 23.9 M/s), 4 KiB by more at 32 bytes.
+const PREFETCH_DISTANCE: u64 = 4096;
+const CACHE_LINE: u64 = 64;
+/// The least a producer prefetches at once (see `ProducerMemory::prefetch_lines`).
+const PREFETCH_BATCH: u64 = 8 * CACHE_LINE;
+
+/// A hint that the line at `address` will be written soon: `prefetchw`, which fetches it
+/// ready for writing. It never faults and changes nothing a program can observe; where the
+/// instruction is not known it is a no-op.
+#[inline(always)]
+fn prefetch_for_write(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads and writes no memory architecturally, cannot fault whatever the
+    // address, and touches no register but its input.
+    unsafe {
+        std::arch::asm!(
+            "prefetchw [{0}]",
+            in(reg) address,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// Where in the segment of `position` a producer asks for the next one: an eighth into the
 /// log's first segment, so that a log of a few messages takes one segment's space; as it
 /// enters any later one, so that the preparer has a whole segment's time — a 64 MiB segment
@@ -584,6 +621,46 @@ impl ProducerMemory {
             self.switch_to(index)?;
         }
         Ok(self.current_ptr(position))
+    }
+
+    /// Asks the CPU for the lines [`PREFETCH_DISTANCE`] past the claim of `frame_len` bytes at
+    /// `position` (in the current segment), for writing. An exclusive producer's claims are
+    /// consecutive, so those are the lines it writes next; in a recycling log they were last
+    /// written a whole ring of segments ago and are in no cache, and without this every
+    /// payload copy waited for them, a line at a time, with the store buffer full (`perf
+    /// annotate` of `offer` at 256 B). Shared producers do not: another producer's claim may
+    /// take those lines first, and the prefetches would pull them from core to core.
+    #[inline(always)]
+    fn prefetch_ahead(&mut self, position: u64, frame_len: u64) {
+        // One compare: small claims, which cross into a new line nearly every time, go on
+        // only every few hundred bytes.
+        if position >= self.prefetch_at {
+            self.prefetch_lines(position, frame_len);
+        }
+    }
+
+    /// The lines from where the last prefetch ended (or [`PREFETCH_DISTANCE`] past
+    /// `position`, if further on) to [`PREFETCH_DISTANCE`] past the claim's end, and on for
+    /// [`PREFETCH_BATCH`] bytes, in the segment of `position`; the next call is due when
+    /// claims are [`PREFETCH_DISTANCE`] short of where this one ended.
+    #[inline(never)]
+    fn prefetch_lines(&mut self, position: u64, frame_len: u64) {
+        let segment_end = self.geometry.segment_end(position);
+        let segment_start = segment_end - self.geometry.capacity();
+        let mut line = self
+            .prefetched_to
+            .max((position + PREFETCH_DISTANCE) & !(CACHE_LINE - 1));
+        let wanted = (position + frame_len + PREFETCH_DISTANCE)
+            .max(line + PREFETCH_BATCH)
+            .min(segment_end);
+        while line < wanted {
+            // SAFETY: `line` lies in [segment start, `wanted`), inside the current segment's
+            // data area (the segment of `position`), which `current` keeps mapped.
+            prefetch_for_write(unsafe { self.current_data.add((line - segment_start) as usize) });
+            line += CACHE_LINE;
+        }
+        self.prefetched_to = line;
+        self.prefetch_at = line.saturating_sub(PREFETCH_DISTANCE).max(position + 1);
     }
 
     /// The address of `position` in the current segment, where a claim just returned it.
