@@ -243,6 +243,7 @@ impl Producer {
         let checksum = self.checksum(payload);
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
+        self.prefetch_after(position, frame_len);
         let header = self.memory.current_ptr(position);
         self.zero_old_alignment(header, frame_len, payload.len());
         // SAFETY: the claim gave this producer [position, position + frame_len), which lies
@@ -290,6 +291,7 @@ impl Producer {
         let frame_len = self.frame_len(len)?;
         let timestamp = self.timestamp();
         let position = self.claim_frame(frame_len)?;
+        self.prefetch_after(position, frame_len);
         let header = self.memory.current_ptr(position);
         self.zero_old_alignment(header, frame_len, len);
         Ok(Claim {
@@ -427,10 +429,17 @@ impl Producer {
         // and a load of it that spans the stores of its parts waits for the store buffer to
         // drain — the message's stores to the line the consumer polls included.
         self.after_claim(position);
+        Ok(position)
+    }
+
+    /// For a single message's claim (not a set's: sets of 32-byte records ran 12% slower with
+    /// it, 6 alternating pairs, the two more instructions a record costing more than the
+    /// prefetch saved), see `ProducerMemory::prefetch_ahead`.
+    #[inline(always)]
+    fn prefetch_after(&mut self, position: u64, frame_len: u64) {
         if self.exclusive {
             self.memory.prefetch_ahead(position, frame_len);
         }
-        Ok(position)
     }
 
     /// Bounded mode: reads the tail and the slowest live durable cursor, refuses if that
