@@ -8,9 +8,8 @@
 mod common;
 
 use logbus::{Log, LogOptions, Message, StartAt};
-use memmap2::MmapMut;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const CAPACITY: u64 = 1 << 16;
@@ -31,8 +30,8 @@ fn child_entry() {
     assert_eq!(role, "append");
     let id: u64 = common::env_parse("LOGBUS_TEST_ID");
     let log = Log::open(common::env("LOGBUS_TEST_LOG")).unwrap();
-    let progress = map_progress(&common::env("LOGBUS_TEST_PROGRESS"), None);
-    let succeeded = progress_counter(&progress, id);
+    let progress = common::map_progress(&common::env("LOGBUS_TEST_PROGRESS"), None);
+    let succeeded = common::progress_counter(&progress, id);
     let mut producer = log.producer().unwrap();
     let mut buf = vec![0u8; 256];
     let mut seq = 0u64;
@@ -77,30 +76,6 @@ fn fill(buf: &mut [u8], id: u64, seq: u64) -> usize {
     len
 }
 
-fn map_progress(path: &str, producers: Option<usize>) -> MmapMut {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap();
-    if let Some(producers) = producers {
-        file.set_len(producers as u64 * 8).unwrap();
-    }
-    // SAFETY: a shared mapping of a file only these test processes use, and only through
-    // the aligned atomics `progress_counter` hands out.
-    unsafe { MmapMut::map_mut(&file) }.unwrap()
-}
-
-fn progress_counter(progress: &MmapMut, id: u64) -> &AtomicU64 {
-    let offset = id as usize * 8;
-    assert!(offset + 8 <= progress.len());
-    // SAFETY: page-aligned mapping, 8-aligned offset inside it, valid for any bit pattern; all
-    // processes access it atomically.
-    unsafe { &*(progress.as_ptr().add(offset) as *const AtomicU64) }
-}
-
 /// What the consumer has seen of each producer: how many of its messages, each checked.
 struct Seen {
     next: Vec<u64>,
@@ -134,7 +109,7 @@ fn kill_run(kills: usize) {
     let log_dir = dir.path().join("log");
     let log = Log::create(&log_dir, &LogOptions::new().segment_capacity(CAPACITY)).unwrap();
     let progress_path = dir.path().join("progress").display().to_string();
-    let progress = map_progress(&progress_path, Some(kills));
+    let progress = common::map_progress(&progress_path, Some(kills));
     let mut consumer = log.consumer(StartAt::Earliest).unwrap();
     consumer.verify_checksums(true);
     let mut seen = Seen {
@@ -221,7 +196,7 @@ fn kill_run(kills: usize) {
         );
     }
     for id in 0..kills {
-        let succeeded = progress_counter(&progress, id as u64).load(Ordering::Acquire);
+        let succeeded = common::progress_counter(&progress, id as u64).load(Ordering::Acquire);
         let delivered = seen.next[id];
         // At most one call's messages may have been committed without the child living to
         // record it: a batch is 3.

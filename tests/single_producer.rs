@@ -10,7 +10,7 @@ use logbus::{Error, Log, LogOptions, StartAt};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const SEGMENT: u64 = 1 << 16;
@@ -177,7 +177,7 @@ fn child_entry() {
     assert_eq!(role, "append");
     let generation: u32 = common::env_parse("LOGBUS_TEST_ID");
     let log = Log::open(common::env("LOGBUS_TEST_LOG")).unwrap();
-    let progress = Progress::open(Path::new(&common::env("LOGBUS_TEST_PROGRESS")));
+    let progress = common::map_progress(&common::env("LOGBUS_TEST_PROGRESS"), None);
     // The generation before was killed and reaped: its process is gone, so the log is free.
     let mut producer = log
         .producer()
@@ -221,7 +221,7 @@ fn child_entry() {
         if sent {
             seq += 1;
             // Only now has the call returned success: this message must be delivered.
-            progress.of(generation).store(seq, Ordering::Release);
+            common::progress_counter(&progress, generation.into()).store(seq, Ordering::Release);
         }
     }
 }
@@ -241,39 +241,6 @@ fn fill(buf: &mut [u8], generation: u32, seq: u64) -> usize {
     len
 }
 
-/// Messages each generation has seen succeed, in a file all processes map.
-struct Progress {
-    map: memmap2::MmapMut,
-}
-
-impl Progress {
-    fn create(path: &Path) -> Progress {
-        let file = std::fs::File::create(path).unwrap();
-        file.set_len(KILLS as u64 * 8).unwrap();
-        Progress::open(path)
-    }
-
-    fn open(path: &Path) -> Progress {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        // SAFETY: a shared mapping of a file only these test processes use, and only through
-        // the aligned atomics `of` hands out.
-        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
-        Progress { map }
-    }
-
-    fn of(&self, generation: u32) -> &AtomicU64 {
-        let offset = generation as usize * 8;
-        assert!(offset + 8 <= self.map.len());
-        // SAFETY: page-aligned mapping, 8-aligned offset inside it, valid for any bit
-        // pattern; every process accesses it atomically.
-        unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
-    }
-}
-
 #[test]
 fn producers_killed_in_a_recycling_single_producer_log_leave_only_whole_messages() {
     let Some(root) = tmpfs_tempdir() else {
@@ -289,7 +256,7 @@ fn producers_killed_in_a_recycling_single_producer_log_leave_only_whole_messages
         .single_producer(true);
     let log = Log::create(&dir, &options).unwrap();
     let progress_path = root.path().join("progress");
-    let progress = Progress::create(&progress_path);
+    let progress = common::map_progress(&progress_path.display().to_string(), Some(KILLS));
     let mut consumer = log.consumer_named("checker").unwrap();
     consumer.verify_checksums(true);
     // Messages delivered of each generation; generations follow one another in the log.
@@ -341,7 +308,7 @@ fn producers_killed_in_a_recycling_single_producer_log_leave_only_whole_messages
             .unwrap();
         // Let it write for a random moment (2-20 ms after it got going), reading meanwhile.
         let started = Instant::now();
-        while progress.of(generation as u32).load(Ordering::Acquire) == 0 {
+        while common::progress_counter(&progress, generation as u64).load(Ordering::Acquire) == 0 {
             read(&mut consumer);
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("producer {generation} exited by itself ({status})");
@@ -379,7 +346,8 @@ fn producers_killed_in_a_recycling_single_producer_log_leave_only_whole_messages
         );
     }
     for generation in 0..KILLS as u32 {
-        let succeeded = progress.of(generation).load(Ordering::Acquire);
+        let succeeded =
+            common::progress_counter(&progress, generation.into()).load(Ordering::Acquire);
         let delivered = next[generation as usize];
         // The call the kill interrupted may have committed its message unrecorded.
         assert!(

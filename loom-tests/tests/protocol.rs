@@ -130,16 +130,7 @@ impl ModelLog {
     /// A log whose tail is at `tail`, with memory for `frames` message frames from there (and
     /// for the frame word just after them, where a reader stops).
     fn new(tail: u64, frames: u64) -> Arc<ModelLog> {
-        let words = (frames * FRAME_LEN / 8 + 1) as usize;
-        Arc::new(ModelLog {
-            geometry: geometry(),
-            tail: AtomicU64::new(tail),
-            wake: WakeWord::default(),
-            records: (0..SLOTS).map(|_| ClaimRecord::default()).collect(),
-            base: tail,
-            frame_words: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            plain_words: (0..words).map(|_| PlainWord(UnsafeCell::new(0))).collect(),
-        })
+        ModelLog::filled(tail, frames, false)
     }
 
     /// As [`ModelLog::new`], but in memory that held older frames, as a single-producer log's
@@ -148,10 +139,15 @@ impl ModelLog {
     /// segment, which recycling zeroes. The word at the tail is zero, as the producer before
     /// left it.
     fn with_old_bytes(tail: u64, frames: u64) -> Arc<ModelLog> {
+        ModelLog::filled(tail, frames, true)
+    }
+
+    /// [`ModelLog::new`] (zeroed memory) or [`ModelLog::with_old_bytes`].
+    fn filled(tail: u64, frames: u64, old_bytes: bool) -> Arc<ModelLog> {
         let words = (frames * FRAME_LEN / 8 + 1) as usize;
         let old = |index: usize| {
             let position = tail + 8 * index as u64;
-            index > 0 && position != SEGMENT_END
+            old_bytes && index > 0 && position != SEGMENT_END
         };
         Arc::new(ModelLog {
             geometry: geometry(),
@@ -506,35 +502,18 @@ fn a_consumer_reading_during_claims_across_a_segment_end_sees_only_whole_message
 /// An exclusive producer (plain stores to the tail) offers two messages from each tail in
 /// [`TAILS_NEAR_SEGMENT_END`], so that one of them crosses the segment end, while a consumer
 /// reads: whenever the consumer finds a frame committed, the message behind it is whole, and
-/// it receives both, exactly once, in order, ending at the tail.
+/// it receives both, exactly once, in order, ending at the tail. The same in memory that held
+/// older frames (a single-producer log's recycled segment, zeroed only in its first word):
+/// the consumer never takes an old frame for a message, because the exclusive producer zeroes
+/// the word past each claim before it moves the tail there.
 #[test]
 fn a_consumer_reading_an_exclusive_producers_claims_across_a_segment_end_sees_whole_messages() {
-    for start in TAILS_NEAR_SEGMENT_END {
+    for (start, old_bytes) in TAILS_NEAR_SEGMENT_END
+        .into_iter()
+        .flat_map(|start| [(start, false), (start, true)])
+    {
         check(Some(4), move || {
-            let log = ModelLog::new(start, 3);
-            let producer = ModelProducer::exclusive(&log, 1);
-            let producing =
-                thread::spawn(move || vec![(1, producer.offer()), (1, producer.offer())]);
-
-            let mut consumer = ModelConsumer::new(&log, start);
-            let received = consumer.receive(2);
-
-            let offered = producing.join().unwrap();
-            assert_delivered_exactly(&received, &offered);
-            assert_eq!(consumer.position, log.tail.load(Ordering::Relaxed));
-        });
-    }
-}
-
-/// As the model above, in memory that held older frames (a single-producer log's recycled
-/// segment, zeroed only in its first word): the consumer never takes an old frame for a
-/// message, because the exclusive producer zeroes the word past each claim before it moves
-/// the tail there.
-#[test]
-fn a_consumer_never_takes_old_bytes_ahead_of_an_exclusive_producer_for_a_message() {
-    for start in TAILS_NEAR_SEGMENT_END {
-        check(Some(4), move || {
-            let log = ModelLog::with_old_bytes(start, 3);
+            let log = ModelLog::filled(start, 3, old_bytes);
             let producer = ModelProducer::exclusive(&log, 1);
             let producing =
                 thread::spawn(move || vec![(1, producer.offer()), (1, producer.offer())]);

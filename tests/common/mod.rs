@@ -6,10 +6,12 @@
 #![allow(dead_code)]
 
 use logbus::{Consumer, Log, Message};
+use memmap2::MmapMut;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -907,6 +909,33 @@ pub fn recycled(inodes: &HashMap<u64, u64>) -> Vec<u64> {
         .collect();
     bases.sort_unstable();
     bases
+}
+
+/// Maps the file at `path` that child processes count their progress in, one `u64` a
+/// producer; sized for `producers` (and so made) when given.
+pub fn map_progress(path: &str, producers: Option<usize>) -> MmapMut {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    if let Some(producers) = producers {
+        file.set_len(producers as u64 * 8).unwrap();
+    }
+    // SAFETY: a shared mapping of a file only these test processes use, and only through
+    // the aligned atomics `progress_counter` hands out.
+    unsafe { MmapMut::map_mut(&file) }.unwrap()
+}
+
+/// The counter of producer `id` in a mapping from [`map_progress`].
+pub fn progress_counter(progress: &MmapMut, id: u64) -> &AtomicU64 {
+    let offset = id as usize * 8;
+    assert!(offset + 8 <= progress.len());
+    // SAFETY: page-aligned mapping, 8-aligned offset inside it, valid for any bit pattern; all
+    // processes access it atomically.
+    unsafe { &*(progress.as_ptr().add(offset) as *const AtomicU64) }
 }
 
 /// The path of the segment file whose data starts at `base`.
