@@ -33,12 +33,10 @@ fn child_entry() {
     }
 }
 
-#[test]
-fn an_exclusive_producer_holds_the_log_across_processes_until_its_process_dies() {
-    let dir = common::tempdir();
-    let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+/// A child process holding an exclusive producer of the log in `dir`, once it has written.
+fn start_exclusive_holder(dir: &std::path::Path) -> std::process::Child {
     let mut child = common::child_command("exclusive_holder")
-        .env("LOGBUS_TEST_LOG", dir.path())
+        .env("LOGBUS_TEST_LOG", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -48,6 +46,14 @@ fn an_exclusive_producer_holds_the_log_across_processes_until_its_process_dies()
         lines.any(|line| line.unwrap().ends_with("ready")),
         "the child never got its exclusive producer"
     );
+    child
+}
+
+#[test]
+fn an_exclusive_producer_holds_the_log_across_processes_until_its_process_dies() {
+    let dir = common::tempdir();
+    let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 16)).unwrap();
+    let mut child = start_exclusive_holder(dir.path());
 
     // While it lives, no other producer of any kind, in any process.
     match log.producer() {
@@ -171,14 +177,7 @@ fn a_claim_an_exclusive_producer_named_but_never_made_does_not_cover_the_next_on
         .segment_capacity(1 << 16)
         .single_producer(true);
     let log = Log::create(dir.path(), &options).unwrap();
-    let mut child = common::child_command("exclusive_holder")
-        .env("LOGBUS_TEST_LOG", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(lines.any(|line| line.unwrap().ends_with("ready")));
+    let mut child = start_exclusive_holder(dir.path());
     let slot = log
         .producers()
         .into_iter()

@@ -22,18 +22,6 @@ fn seq_of(payload: &[u8]) -> u64 {
     common::sequence_of(payload, message)
 }
 
-/// A temporary directory under `/dev/shm`, where logs recycle; `None` (the test skips,
-/// saying so) where there is none.
-fn tmpfs_tempdir() -> Option<tempfile::TempDir> {
-    let dir = common::tempdir();
-    if dir.path().starts_with("/dev/shm") {
-        Some(dir)
-    } else {
-        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
-        None
-    }
-}
-
 #[test]
 #[ignore = "child process entry point; run by other tests"]
 fn child_entry() {
@@ -136,7 +124,7 @@ fn slow_reader_child() {
 
 #[test]
 fn retired_segments_become_new_ones_and_every_message_reads_back_intact() {
-    let Some(dir) = tmpfs_tempdir() else {
+    let Some(dir) = common::tmpfs_tempdir() else {
         return;
     };
     let options = LogOptions::new()
@@ -191,7 +179,7 @@ fn retired_segments_become_new_ones_and_every_message_reads_back_intact() {
 
 #[test]
 fn a_segment_another_process_reads_is_deleted_not_recycled_and_reads_on_intact() {
-    let Some(dir) = tmpfs_tempdir() else {
+    let Some(dir) = common::tmpfs_tempdir() else {
         return;
     };
     let options = LogOptions::new()
@@ -275,7 +263,7 @@ fn minor_faults() -> i64 {
 
 #[test]
 fn once_warm_a_recycling_log_writes_and_reads_without_page_faults() {
-    let Some(dir) = tmpfs_tempdir() else {
+    let Some(dir) = common::tmpfs_tempdir() else {
         return;
     };
     let options = LogOptions::new()
@@ -391,7 +379,7 @@ fn a_reader_waits_out_an_exclusive_lock_on_a_live_segment() {
 
 #[test]
 fn processes_that_write_and_read_through_recycled_segments_lose_nothing() {
-    let Some(root) = tmpfs_tempdir() else {
+    let Some(root) = common::tmpfs_tempdir() else {
         return;
     };
     let log_dir = root.path().join("log");

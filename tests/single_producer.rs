@@ -17,18 +17,6 @@ const SEGMENT: u64 = 1 << 16;
 /// The byte the filler messages are made of: what old bytes ahead of the tail look like.
 const OLD: u8 = 0xEE;
 
-/// A temporary directory under `/dev/shm`, where logs recycle; `None` (the test skips, saying
-/// so) where there is none.
-fn tmpfs_tempdir() -> Option<tempfile::TempDir> {
-    let dir = common::tempdir();
-    if dir.path().starts_with("/dev/shm") {
-        Some(dir)
-    } else {
-        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
-        None
-    }
-}
-
 /// The bytes of the segment file that holds `position`, from `position` to the segment end.
 fn file_bytes_from(dir: &Path, position: u64) -> Vec<u8> {
     let base = position - position % SEGMENT;
@@ -39,7 +27,7 @@ fn file_bytes_from(dir: &Path, position: u64) -> Vec<u8> {
 
 #[test]
 fn frames_written_over_old_bytes_keep_none_in_their_alignment() {
-    let Some(root) = tmpfs_tempdir() else {
+    let Some(root) = common::tmpfs_tempdir() else {
         return;
     };
     let dir = root.path().join("log");
@@ -243,7 +231,7 @@ fn fill(buf: &mut [u8], generation: u32, seq: u64) -> usize {
 
 #[test]
 fn producers_killed_in_a_recycling_single_producer_log_leave_only_whole_messages() {
-    let Some(root) = tmpfs_tempdir() else {
+    let Some(root) = common::tmpfs_tempdir() else {
         return;
     };
     let dir = root.path().join("log");

@@ -885,6 +885,18 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A temporary directory under `/dev/shm`, where logs recycle; `None` (the test skips,
+/// saying so) where there is none.
+pub fn tmpfs_tempdir() -> Option<tempfile::TempDir> {
+    let dir = tempdir();
+    if dir.path().starts_with("/dev/shm") {
+        Some(dir)
+    } else {
+        println!("skipped: recycling happens on a tmpfs, and there is no /dev/shm here");
+        None
+    }
+}
+
 /// Records the inode of every segment file now in `dir` under its base position.
 pub fn note_inodes(dir: &Path, inodes: &mut HashMap<u64, u64>) {
     use std::os::unix::fs::MetadataExt;
