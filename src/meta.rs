@@ -266,22 +266,7 @@ impl Meta {
     /// while the record is not idle.
     fn forget_claims_never_made(&self) {
         let tail = self.tail().load(Ordering::Acquire);
-        for slot in self.producers() {
-            let owner = slot.owner.load(Ordering::Acquire);
-            if owner == 0 {
-                continue;
-            }
-            if let Claimed::At { position, .. } = slot.claim.read() {
-                if position >= tail && !owner_alive(owner) {
-                    let _ = slot.claim.state.compare_exchange(
-                        position | 1,
-                        ClaimRecord::IDLE,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                }
-            }
-        }
+        self.forget_dead_claims(|position, _| position >= tail);
     }
 
     /// Checks, for a producer that has just taken `slot`, that no exclusive producer holds
@@ -475,13 +460,19 @@ impl Meta {
     /// `retained_from`: retention deleted their segments, so no reader will ever pad them,
     /// and an idle record is what lets the slot be taken again.
     pub fn forget_dead_claims_below(&self, retained_from: u64) {
+        self.forget_dead_claims(|position, len| position + len <= retained_from);
+    }
+
+    /// Marks idle the claim record of every dead producer whose claim (`position`, `len`)
+    /// `forget` picks, unless the record changed meanwhile.
+    fn forget_dead_claims(&self, forget: impl Fn(u64, u64) -> bool) {
         for slot in self.producers() {
             let owner = slot.owner.load(Ordering::Acquire);
             if owner == 0 {
                 continue;
             }
             if let Claimed::At { position, len } = slot.claim.read() {
-                if position + len <= retained_from && !owner_alive(owner) {
+                if forget(position, len) && !owner_alive(owner) {
                     let _ = slot.claim.state.compare_exchange(
                         position | 1,
                         ClaimRecord::IDLE,

@@ -123,7 +123,8 @@ struct ProducerMemory {
     current_index: u64,
     current_data: *mut u8,
     /// The line boundary up to which an exclusive producer has prefetched (see
-    /// `prefetch_ahead`), and the claim position from which it prefetches more.
+    /// `prefetch_ahead`), and the claim position from which it prefetches more: that line
+    /// less the distance, kept so that the hot path is one compare.
     prefetched_to: u64,
     prefetch_at: u64,
     /// Keeps `current_data` mapped.
@@ -642,7 +643,7 @@ impl ProducerMemory {
     #[inline(always)]
     fn prefetch_ahead(&mut self, position: u64, frame_len: u64) {
         // One compare: small claims, which cross into a new line nearly every time, go on
-        // only every few hundred bytes.
+        // only every few hundred bytes, once they come within the distance of the last line.
         if position >= self.prefetch_at {
             self.prefetch_lines(position, frame_len);
         }
@@ -650,12 +651,10 @@ impl ProducerMemory {
 
     /// The lines from where the last prefetch ended (or [`PREFETCH_DISTANCE`] past
     /// `position`, if further on) to [`PREFETCH_DISTANCE`] past the claim's end, and on for
-    /// [`PREFETCH_BATCH`] bytes, in the segment of `position`; the next call is due when
-    /// claims are [`PREFETCH_DISTANCE`] short of where this one ended.
+    /// [`PREFETCH_BATCH`] bytes, in the segment of `position`.
     #[inline(never)]
     fn prefetch_lines(&mut self, position: u64, frame_len: u64) {
         let segment_end = self.geometry.segment_end(position);
-        let segment_start = segment_end - self.geometry.capacity();
         let mut line = self
             .prefetched_to
             .max((position + PREFETCH_DISTANCE) & !(CACHE_LINE - 1));
@@ -663,13 +662,15 @@ impl ProducerMemory {
             .max(line + PREFETCH_BATCH)
             .min(segment_end);
         while line < wanted {
-            // SAFETY: `line` lies in [segment start, `wanted`), inside the current segment's
-            // data area (the segment of `position`), which `current` keeps mapped.
-            prefetch_for_write(unsafe { self.current_data.add((line - segment_start) as usize) });
+            let offset = self.geometry.offset_in_segment(line);
+            // SAFETY: `line` lies before `wanted`, at most the end of the segment of
+            // `position` (the current one, which `current` keeps mapped), and after
+            // `position`: `offset` is inside its data area.
+            prefetch_for_write(unsafe { self.current_data.add(offset as usize) });
             line += CACHE_LINE;
         }
         self.prefetched_to = line;
-        self.prefetch_at = line.saturating_sub(PREFETCH_DISTANCE).max(position + 1);
+        self.prefetch_at = line.saturating_sub(PREFETCH_DISTANCE);
     }
 
     /// The address of `position` in the current segment, where a claim just returned it.
