@@ -54,11 +54,17 @@ pub(crate) struct FrameClock {
     anchor_ns: u64,
 }
 
+/// The process's TSC clock, calibrated once (by `quanta`, on first use): raw readings of
+/// about 11 ns, for measuring short intervals on hot paths.
+pub(crate) fn ticks() -> quanta::Clock {
+    static TICKS: OnceLock<quanta::Clock> = OnceLock::new();
+    TICKS.get_or_init(quanta::Clock::new).clone()
+}
+
 impl FrameClock {
     pub fn new() -> FrameClock {
-        static TICKS: OnceLock<quanta::Clock> = OnceLock::new();
         let mut clock = FrameClock {
-            ticks: TICKS.get_or_init(quanta::Clock::new).clone(),
+            ticks: ticks(),
             anchor_ticks: 0,
             anchor_ns: 0,
         };

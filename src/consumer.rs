@@ -16,7 +16,7 @@ use crate::protocol::{read_frame, FrameState, Geometry};
 use crate::segment::{Prefault, Segment};
 use crate::sync::{AtomicU64, Ordering};
 use crate::verify::{unblock_if_stalled, Stall};
-use crate::{format, Error, Result};
+use crate::{clock, format, Error, Result};
 use crossbeam_utils::Backoff;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -171,6 +171,8 @@ pub struct Consumer {
     /// Empty polls since the last message or the last look at the tail for a stall.
     empty_polls: u32,
     claim_timeout: Duration,
+    /// Set by [`Consumer::set_trail`]: how `poll_batch` keeps behind busy producers.
+    trail: Option<Trail>,
     /// The durable cursor this consumer holds, if it was made by name.
     durable: Option<Durable>,
     /// Set when a durable cursor resumed at a position retention had deleted: the next
@@ -188,6 +190,97 @@ pub struct Consumer {
 struct Durable {
     index: usize,
     name: Box<str>,
+}
+
+/// How a consumer in [`Consumer::set_trail`]'s mode keeps its distance: frames from `hold_at`
+/// on are held back, until a look at the tail moves that point on.
+///
+/// Why: a consumer that keeps up reads each line of the log right after the producer wrote
+/// part of it, and the producer then has to take the line back to write the rest (the
+/// consumer's hardware prefetcher, running ahead of its reads, takes further lines the
+/// producer prefetched for writing). Each line crosses between the cores two or three times
+/// instead of once. Across processes (32-byte messages, one producer and one consumer on a
+/// core each, huge pages, fields off), holding 4 KiB back took the consumer from 41 to 70 M/s.
+struct Trail {
+    /// The distance asked for.
+    bytes: u64,
+    /// Where the last look put the hold: the tail less `bytes`. Below it the consumer reads
+    /// without looking again.
+    hold_at: u64,
+    /// Where polls stop until the next look, once at `hold_at`: 0 to hold back, `u64::MAX` to
+    /// read all (the producers paused, or the hold lasted long enough).
+    until_next_look: u64,
+    /// The tail at the last look, and when (raw ticks of `clock`) that look was.
+    seen_tail: u64,
+    looked_at: u64,
+    /// When the consumer started holding back what it could read, if it is.
+    held_since: Option<u64>,
+    clock: quanta::Clock,
+}
+
+/// A consumer at its hold point looks at the tail at most this often: each look takes the
+/// tail's line from the producer, whose next claim then waits for it.
+const TRAIL_LOOK_INTERVAL_NS: u64 = 250;
+/// The longest a trailing consumer holds back a message it could read: the latency it may add.
+const TRAIL_MAX_HOLD_NS: u64 = 4_000;
+
+impl Trail {
+    fn new(bytes: u64) -> Trail {
+        Trail {
+            bytes,
+            hold_at: 0,
+            until_next_look: 0,
+            seen_tail: 0,
+            looked_at: 0,
+            held_since: None,
+            clock: clock::ticks(),
+        }
+    }
+
+    /// Where a poll from `position` stops: the first position it leaves alone (`u64::MAX`
+    /// for none). Touches no shared memory until the consumer reaches `hold_at`.
+    #[inline(always)]
+    fn stop_for(&mut self, position: u64, tail: &AtomicU64) -> u64 {
+        if position < self.hold_at {
+            self.hold_at
+        } else {
+            self.look(position, tail)
+        }
+    }
+
+    /// At the hold point: reads the tail, no more often than [`TRAIL_LOOK_INTERVAL_NS`], and
+    /// holds back while the producers are less than `bytes` ahead and still writing — for up
+    /// to [`TRAIL_MAX_HOLD_NS`]. A tail that did not move between two looks means they
+    /// paused: everything is read then.
+    #[inline(never)]
+    fn look(&mut self, position: u64, tail: &AtomicU64) -> u64 {
+        let now = self.clock.raw();
+        if self.clock.delta_as_nanos(self.looked_at, now) < TRAIL_LOOK_INTERVAL_NS {
+            return self.until_next_look;
+        }
+        // Relaxed: the tail only says where to stop; frames are read through their own
+        // `Acquire` loads.
+        let tail = tail.load(Ordering::Relaxed);
+        let moved = tail != self.seen_tail;
+        self.seen_tail = tail;
+        self.looked_at = now;
+        if tail.saturating_sub(position) > self.bytes {
+            self.hold_at = tail - self.bytes;
+            self.held_since = None;
+            self.until_next_look = self.hold_at;
+        } else if !moved
+            || self
+                .clock
+                .delta_as_nanos(*self.held_since.get_or_insert(now), now)
+                >= TRAIL_MAX_HOLD_NS
+        {
+            self.held_since = None;
+            self.until_next_look = u64::MAX;
+        } else {
+            self.until_next_look = 0;
+        }
+        self.until_next_look
+    }
 }
 
 /// Empty polls in a row (with no message between them) before a look at the tail from `poll`
@@ -345,6 +438,7 @@ impl Consumer {
             stall: None,
             empty_polls: 0,
             claim_timeout: DEFAULT_CLAIM_TIMEOUT,
+            trail: None,
             durable: None,
             resume_deleted: false,
             started_at_earliest: None,
@@ -518,6 +612,35 @@ impl Consumer {
         self
     }
 
+    /// Throughput mode for a consumer that busy-polls with [`Consumer::poll_batch`]: while
+    /// the producers are writing, stay about `bytes` behind the tail (4096 is a good start;
+    /// 0, the default, turns it off). Messages are held back for at most a few microseconds,
+    /// and none at all once the producers pause, so every message is still delivered, in
+    /// order; what it saves is the cache lines the consumer would otherwise take from the
+    /// producer while it is still writing them. Across processes on a 2-core host, 32-byte
+    /// messages went from about 41 to 70 million/s. Not for a consumer that waits for single
+    /// messages ([`Consumer::poll`], [`Consumer::wait`] and [`Consumer::wait_batch`] ignore
+    /// it): the hold is added latency.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::create(dir.path(), &logbus::LogOptions::new().segment_capacity(1 << 16))?;
+    /// let mut consumer = log.consumer(logbus::StartAt::Earliest)?;
+    /// consumer.set_trail(4096);
+    /// log.producer()?.offer(b"last word")?;
+    /// // The producer has paused: what is there comes out (after a poll or two).
+    /// let mut seen = Vec::new();
+    /// while seen.is_empty() {
+    ///     consumer.poll_batch(64, |m| seen.push(m.payload().to_vec()))?;
+    /// }
+    /// assert_eq!(seen, [b"last word".to_vec()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_trail(&mut self, bytes: u64) -> &mut Self {
+        self.trail = (bytes > 0).then(|| Trail::new(bytes));
+        self
+    }
+
     /// The position of the next message this consumer will read (or of the frame it waits at).
     pub fn position(&self) -> u64 {
         match &self.batch {
@@ -582,9 +705,21 @@ impl Consumer {
 
     /// Hands up to `max` committed messages to `handler`, in order, and returns how many.
     /// Reads one linear stretch of the mapping, with no call per message.
+    /// With [`Consumer::set_trail`], it may hold back messages the producers wrote last.
     #[inline]
-    pub fn poll_batch(
+    pub fn poll_batch(&mut self, max: usize, handler: impl FnMut(Message<'_>)) -> Result<usize> {
+        let stop = match &mut self.trail {
+            Some(trail) => trail.stop_for(self.position, self.shared.meta.tail()),
+            None => u64::MAX,
+        };
+        self.poll_batch_before(stop, max, handler)
+    }
+
+    /// `poll_batch`, taking no frame at or past `stop`.
+    #[inline(always)]
+    fn poll_batch_before(
         &mut self,
+        stop: u64,
         max: usize,
         mut handler: impl FnMut(Message<'_>),
     ) -> Result<usize> {
@@ -594,9 +729,16 @@ impl Consumer {
                 delivered += self.take_records(max - delivered, &mut handler);
                 continue;
             }
-            let (taken, at_empty) = self.take_frames(max - delivered, &mut handler);
+            if self.position >= stop {
+                break;
+            }
+            let (taken, at_empty) = self.take_frames(stop, max - delivered, &mut handler);
             delivered += taken;
-            if delivered == max || (at_empty && self.quiet_empty_poll()) || !self.poll_ready()? {
+            if delivered == max
+                || self.position >= stop
+                || (at_empty && self.quiet_empty_poll())
+                || !self.poll_ready()?
+            {
                 break;
             }
             if self.batch.is_none() {
@@ -616,10 +758,16 @@ impl Consumer {
     /// else ends it is left for `advance_to_message` to deal with (and report) as a `poll`
     /// would.
     #[inline]
-    fn take_frames(&mut self, max: usize, handler: &mut impl FnMut(Message<'_>)) -> (usize, bool) {
-        let Some(frames) = self.plain_frames() else {
+    fn take_frames(
+        &mut self,
+        stop: u64,
+        max: usize,
+        handler: &mut impl FnMut(Message<'_>),
+    ) -> (usize, bool) {
+        let Some(mut frames) = self.plain_frames() else {
             return (0, false);
         };
+        frames.stop = frames.stop.min(stop);
         let mut taken = 0;
         while taken < max {
             let position = self.position;
@@ -710,7 +858,7 @@ impl Consumer {
         if max == 0 || !self.wait_for_message(timeout)? {
             return Ok(0);
         }
-        self.poll_batch(max, handler)
+        self.poll_batch_before(u64::MAX, max, handler)
     }
 
     fn wait_for_message(&mut self, timeout: Option<Duration>) -> Result<bool> {

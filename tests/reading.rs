@@ -216,3 +216,68 @@ fn a_handler_that_panics_is_not_handed_its_message_again() {
     }
     assert_eq!(handed, written, "each message handed out once, in order");
 }
+
+/// A trailing consumer (`Consumer::set_trail`) leaves the newest bytes of a log that is being
+/// written for a later poll, and reads them once the producer pauses: every message, in
+/// order. `wait_batch` ignores the trail.
+#[test]
+fn a_trailing_consumer_holds_back_only_the_newest_bytes_and_then_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &LogOptions::new().segment_capacity(1 << 20)).unwrap();
+    let mut producer = log.producer().unwrap();
+    let mut trailing = log.consumer(StartAt::Earliest).unwrap();
+    trailing.set_trail(4096);
+    let mut waiting = log.consumer(StartAt::Earliest).unwrap();
+    waiting.set_trail(4096);
+    let written: Vec<u32> = (0..1000).collect();
+    for i in &written {
+        producer.offer(&i.to_le_bytes()).unwrap();
+    }
+    let hold_at = log.tail() - 4096;
+
+    let mut got = Vec::new();
+    let mut last_position = 0;
+    let first = trailing
+        .poll_batch(usize::MAX, |m| {
+            got.push(u32::from_le_bytes(m.payload().try_into().unwrap()));
+            last_position = m.position();
+        })
+        .unwrap();
+    assert!(first > 0 && first < written.len(), "{first} at first");
+    assert!(
+        last_position < hold_at,
+        "{last_position} read, hold at {hold_at}"
+    );
+    assert!(
+        trailing.position() >= hold_at,
+        "stopped at {}",
+        trailing.position()
+    );
+
+    // The producer has paused: the rest comes within a few polls.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let read_rest = |consumer: &mut logbus::Consumer, got: &mut Vec<u32>, len: usize| {
+        while got.len() < len {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {len}",
+                got.len()
+            );
+            consumer
+                .poll_batch(usize::MAX, |m| {
+                    got.push(u32::from_le_bytes(m.payload().try_into().unwrap()))
+                })
+                .unwrap();
+        }
+    };
+    read_rest(&mut trailing, &mut got, written.len());
+    assert_eq!(got, written);
+    producer.offer(&1000u32.to_le_bytes()).unwrap();
+    read_rest(&mut trailing, &mut got, written.len() + 1);
+    assert_eq!(got.last(), Some(&1000));
+
+    let all = waiting
+        .wait_batch(usize::MAX, Some(Duration::from_secs(1)), |_| {})
+        .unwrap();
+    assert_eq!(all, written.len() + 1);
+}

@@ -33,6 +33,7 @@ Examples:
   logbus bench throughput
   logbus bench throughput --size 32 --batch 64
   logbus bench throughput --size 4KiB --messages 1000000
+  logbus bench throughput --trail 4KiB   (consumers keep 4 KiB behind busy producers)
   logbus bench throughput --producers 2 --consumers 2 --json
 
 With --json, one object per line, one per transport (logbus, then unix-socket):
@@ -45,6 +46,8 @@ With --json, one object per line, one per transport (logbus, then unix-socket):
   copy                   true: set records copied in (--copy); false: written in place
                          (null for the socket)
   wait                   how consumers wait: \"spin\" or \"futex\"
+  trail                  bytes consumers stay behind busy producers (--trail; 0: off;
+                         null for the socket)
   runs                   runs of each transport; the figures are medians over them
   cores                  CPUs this process may use
   processes              benchmark processes running at once (producers + consumers)

@@ -132,8 +132,33 @@ fn throughput_json_has_one_object_per_transport_with_the_documented_fields() {
     }
     assert_eq!(objects[0]["checksums"], Value::Bool(true));
     assert_eq!(objects[1]["checksums"], Value::Null);
+    assert_eq!(number(&objects[0], "trail"), 0.0);
+    assert_eq!(objects[1]["trail"], Value::Null);
     assert!(objects[0].contains_key("ratio_to_socket"));
     assert_eq!(objects[1]["ratio_to_socket"], Value::Null);
+}
+
+#[test]
+fn throughput_with_trailing_consumers_verifies_every_message() {
+    let stdout = success(&[
+        "bench",
+        "throughput",
+        "--messages",
+        "200000",
+        "--consumers",
+        "2",
+        "--trail",
+        "4KiB",
+        "--runs",
+        "1",
+        "--transport",
+        "logbus",
+        "--json",
+    ]);
+    let objects = objects(&stdout);
+    assert_eq!(objects.len(), 1, "{stdout}");
+    assert_eq!(number(&objects[0], "trail"), 4096.0);
+    assert_eq!(objects[0]["verified"], Value::Bool(true));
 }
 
 #[test]
