@@ -503,7 +503,7 @@ impl Consumer {
         self.resume_deleted = false;
         let (position, record) = match start {
             StartAt::Earliest => (self.shared.earliest_position()?, None),
-            StartAt::Latest => (self.shared.meta.tail().load(Ordering::Acquire), None),
+            StartAt::Latest => (self.shared.committed_end()?, None),
             StartAt::Position(position) => self.locate(position)?,
         };
         self.jump_to(position);
@@ -1176,7 +1176,10 @@ impl Consumer {
         if position < earliest {
             return Err(Error::PositionDeleted { position, earliest });
         }
-        let tail = self.shared.meta.tail().load(Ordering::Acquire);
+        let mut tail = self.shared.meta.tail().load(Ordering::Acquire);
+        if position > tail {
+            tail = self.shared.committed_end()?;
+        }
         if position > tail {
             return Err(invalid(format!(
                 "it is beyond the tail of the log ({tail})"

@@ -361,8 +361,10 @@ impl MetaFile {
         &self.header
     }
 
-    /// The tail: the position the next claim gets. Read until two reads agree, since a read
-    /// of the file is not atomic with a producer's claim.
+    /// The tail: the position the next claim gets (an exclusive producer's frame may lie
+    /// committed at it for a moment, or for good if that producer died before moving the
+    /// tail: see docs/FORMAT.md, "Exclusive producers"). Read until two reads agree, since a
+    /// read of the file is not atomic with a producer's claim.
     pub fn tail(&self) -> Result<u64> {
         let mut last = self.read_u64(crate::meta::offsets::TAIL)?;
         for _ in 0..8 {

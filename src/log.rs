@@ -5,7 +5,7 @@ use crate::format::{log_flags, MetaHeader, FORMAT_VERSION, FRAME_HEADER_LEN, MET
 use crate::meta::{Meta, Policy, CONSUMER_SLOTS, PRODUCER_SLOTS};
 use crate::preparer::Preparer;
 use crate::producer::Producer;
-use crate::protocol::Geometry;
+use crate::protocol::{self, Geometry};
 use crate::segment::{self, Parking, Prefault, Segment, SegmentSpec};
 use crate::verify::{self, RecoveryReport, VerifyReport};
 use crate::{clock, format, Error, Result};
@@ -81,7 +81,7 @@ impl LogOptions {
     /// [`Log::exclusive_producer`]), so a second one, in any process, is refused while the
     /// first lives. In return, where the log recycles its segments (retention on a tmpfs),
     /// a recycled segment is not zeroed in whole before it is used, only in its first frame
-    /// word: the producer keeps the word at the tail zero itself. Zeroing is a second write of
+    /// word: the producer keeps the word past each frame zero itself. Zeroing is a second write of
     /// every byte the log carries, on the producer's side of the machine (README,
     /// "Performance", for what leaving it out gains). The price: the room a
     /// [`Producer::claim`] or [`crate::Batch::push_with`] hands out is not zeroed either, and
@@ -513,10 +513,12 @@ impl Log {
 
     /// A producer that has the log to itself for as long as it lives: no other producer, in
     /// this process or another, can be made meanwhile ([`Error::ExclusiveProducer`]), and it
-    /// cannot be made while another lives ([`Error::OtherProducers`]). In return its claims
-    /// take no locked instruction: it moves the tail with a plain store instead of an atomic
-    /// add (like Aeron's exclusive publications). Everything else — crash safety, consumers,
-    /// the format — is as for any producer; if its process dies, the log is free again.
+    /// cannot be made while another lives ([`Error::OtherProducers`]). In return it claims
+    /// nothing: it writes each frame at the tail, commits it, then moves the tail past it
+    /// with a plain store — no atomic add (as Aeron's exclusive publications) and no claim
+    /// record. Everything else — crash safety, consumers, the format — is as for any
+    /// producer; if its process dies, the log is free again, and a message it committed
+    /// without moving the tail past it is kept.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -544,7 +546,9 @@ impl Log {
         &self.shared.dir
     }
 
-    /// The position the next claim will get: one past the end of everything claimed so far.
+    /// The end of everything claimed so far: the position the next claim gets. (An exclusive
+    /// producer's message counts from just after its commit, when the producer moves the
+    /// tail past it.)
     pub fn tail(&self) -> u64 {
         self.shared.meta.tail().load(Ordering::Acquire)
     }
@@ -784,6 +788,25 @@ impl Log {
 impl Shared {
     pub fn max_payload_len(&self) -> usize {
         (self.geometry.max_frame_len() - FRAME_HEADER_LEN) as usize
+    }
+
+    /// Whether the segment file holding `position` exists: one `stat`, nothing mapped.
+    pub fn segment_file_exists(&self, position: u64) -> bool {
+        let base = position - self.geometry.offset_in_segment(position);
+        self.dir.join(format::segment_file_name(base)).exists()
+    }
+
+    /// The end of what is committed: the tail, or past it the frames an exclusive producer
+    /// committed before moving the tail over them (`protocol::committed_end`). Where a
+    /// position must not lie past what exists, this is the bound, not the tail.
+    pub fn committed_end(self: &Arc<Shared>) -> Result<u64> {
+        let tail = self.meta.tail().load(Ordering::Acquire);
+        protocol::committed_end(
+            tail,
+            self.geometry,
+            &mut verify::SegmentWords::new(self),
+            |position| self.segment_file_exists(position),
+        )
     }
 
     /// The mapped segment with this index, shared by every handle of this process, its page

@@ -245,28 +245,12 @@ impl Meta {
     pub fn acquire_producer_slot(&self, exclusive: bool) -> Result<u16> {
         let slot = self.take_producer_slot()?;
         match self.claim_exclusivity(slot, exclusive) {
-            Ok(()) => {
-                self.forget_claims_never_made();
-                Ok(slot)
-            }
+            Ok(()) => Ok(slot),
             Err(e) => {
                 self.release_producer_slot(slot);
                 Err(e)
             }
         }
-    }
-
-    /// Marks idle the claim record of every dead producer whose claim starts at or past the
-    /// tail. An exclusive producer names its claim before it moves the tail
-    /// (`protocol::claim`), so one killed in between leaves a record of a claim it never made;
-    /// left there, it would cover the claim the next producer makes at the same position, and
-    /// a reader stalled at that one would pad it with the dead claim's length. A new producer
-    /// runs this before its first claim: the dead producer can no longer move the tail, so a
-    /// record at or past the tail read now is never made, and its slot is not taken over
-    /// while the record is not idle.
-    fn forget_claims_never_made(&self) {
-        let tail = self.tail().load(Ordering::Acquire);
-        self.forget_dead_claims(|position, _| position >= tail);
     }
 
     /// Checks, for a producer that has just taken `slot`, that no exclusive producer holds

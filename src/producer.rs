@@ -6,7 +6,7 @@ use crate::format::{
     RECORD_ALIGNMENT, RECORD_LENGTH_LEN,
 };
 use crate::log::Shared;
-use crate::protocol::{self, ClaimRecord, FrameMemory, Geometry, Tail, WakeWord};
+use crate::protocol::{self, ClaimRecord, FrameMemory, Geometry, WakeWord};
 use crate::segment::{Prefault, Segment};
 use crate::sync::{producer_barrier_kind, AtomicU64, BarrierKind};
 use crate::{clock, format, Error, Result};
@@ -60,8 +60,8 @@ pub struct Producer {
     max_lag: u64,
     /// Where frame timestamps come from (read only when the log keeps them).
     clock: clock::FrameClock,
-    /// The log's only producer while it lives (`Log::exclusive_producer`): claims move the
-    /// tail with a plain store.
+    /// The log's only producer while it lives (`Log::exclusive_producer`): it claims nothing,
+    /// and moves the tail after each commit (`protocol::claim_exclusive`).
     exclusive: bool,
     /// Claims may land on old bytes: in a single-producer log, recycled segments are zeroed
     /// only in their first word. The producer then zeroes the alignment a frame or a record
@@ -186,10 +186,15 @@ impl Producer {
             old_bytes: log_flags & log_flags::SINGLE_PRODUCER != 0,
             shared,
         };
-        // Map the segment the tail is in now, so the first offer does not pay for it.
+        // Map the segment the tail is in now, so the first offer does not pay for it; and
+        // publish what an exclusive producer that died before moving the tail committed
+        // there, before claiming over it.
         let mut tail = tail;
         loop {
-            match producer.memory.data_ptr(tail) {
+            match producer.publish_committed().and_then(|published| {
+                tail = published;
+                producer.memory.data_ptr(tail)
+            }) {
                 Ok(_) => break,
                 // Retention deleted that segment since the tail was read: it has moved on.
                 Err(Error::PositionDeleted { .. }) => {
@@ -259,7 +264,7 @@ impl Producer {
                 payload.len(),
             );
         }
-        self.commit_frame(position, header, payload.len(), kind::DATA)
+        self.commit_frame(position, frame_len, header, payload.len(), kind::DATA)
     }
 
     /// Copies a plain-old-data value into the log as one message.
@@ -405,26 +410,44 @@ impl Producer {
         }
     }
 
+    /// Moves the tail over frames committed past it (`protocol::publish_committed`), and
+    /// returns it.
+    fn publish_committed(&mut self) -> Result<u64> {
+        let shared = self.shared.clone();
+        protocol::publish_committed(
+            shared.meta.tail(),
+            shared.geometry,
+            &mut self.memory,
+            |position| shared.segment_file_exists(position),
+        )
+    }
+
     #[inline(always)]
     fn claim_frame(&mut self, frame_len: u64) -> Result<u64> {
         // Bounded mode costs the hot path one compare of two fields of this producer.
         if self.known_tail > self.claim_until {
             self.check_backpressure()?;
         }
-        let tail = self.words.tail();
-        let position = protocol::claim(
-            if self.exclusive {
-                Tail::Exclusive(tail)
-            } else {
-                Tail::Shared(tail)
-            },
-            self.memory.geometry,
-            frame_len,
-            self.words.claim_record(),
-            &mut self.memory,
-            self.words.wake(),
-            self.barrier,
-        )?;
+        let position = if self.exclusive {
+            protocol::claim_exclusive(
+                self.words.tail(),
+                self.memory.geometry,
+                frame_len,
+                &mut self.memory,
+                self.words.wake(),
+                self.barrier,
+            )?
+        } else {
+            protocol::claim(
+                self.words.tail(),
+                self.memory.geometry,
+                frame_len,
+                self.words.claim_record(),
+                &mut self.memory,
+                self.words.wake(),
+                self.barrier,
+            )?
+        };
         self.known_tail = position + frame_len;
         // Here, not after the commit: a result held across a call is copied through the stack,
         // and a load of it that spans the stores of its parts waits for the store buffer to
@@ -473,11 +496,13 @@ impl Producer {
     }
 
     /// Publishes the claimed frame at `position`, whose header the caller holds at `header`
-    /// (the address it wrote the frame through: not derived again on the hot path).
+    /// (the address it wrote the frame through: not derived again on the hot path), for a
+    /// claim of `frame_len` bytes.
     #[inline(always)]
     fn commit_frame(
         &mut self,
         position: u64,
+        frame_len: u64,
         header: *mut u8,
         payload_len: usize,
         frame_kind: u8,
@@ -487,6 +512,17 @@ impl Producer {
         // SAFETY: `header` is the 8-aligned start of this producer's claim, inside the
         // current segment's mapping, which `self.memory` keeps alive during this call.
         let frame = unsafe { &*(header as *const AtomicU64) };
+        if self.exclusive {
+            protocol::commit_exclusive(
+                frame,
+                word,
+                self.words.tail(),
+                position + frame_len,
+                self.words.wake(),
+                self.barrier,
+            );
+            return Ok(position);
+        }
         let committed = protocol::commit(
             frame,
             word,
@@ -502,6 +538,17 @@ impl Producer {
     }
 
     fn abort_frame(&mut self, position: u64, frame_len: u64) {
+        if self.exclusive {
+            protocol::abort_exclusive(
+                self.memory.current_word(position),
+                frame_len,
+                self.words.tail(),
+                position + frame_len,
+                self.words.wake(),
+                self.barrier,
+            );
+            return;
+        }
         protocol::abort(
             self.memory.current_word(position),
             frame_len,
@@ -745,8 +792,13 @@ impl Claim<'_> {
         // SAFETY: the header belongs to this claim until the commit below publishes it.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
         self.done = true;
-        self.producer
-            .commit_frame(self.position, self.header, self.len, kind::DATA)
+        self.producer.commit_frame(
+            self.position,
+            self.frame_len,
+            self.header,
+            self.len,
+            kind::DATA,
+        )
     }
 }
 
@@ -917,8 +969,13 @@ impl Batch<'_> {
         let checksum = self.producer.checksum(payload);
         // SAFETY: as above.
         unsafe { write_header_tail(self.header, checksum, self.timestamp) };
-        self.producer
-            .commit_frame(self.position, self.header, self.used, kind::BATCH)
+        self.producer.commit_frame(
+            self.position,
+            self.frame_len,
+            self.header,
+            self.used,
+            kind::BATCH,
+        )
     }
 }
 

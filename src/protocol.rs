@@ -9,6 +9,10 @@
 //!
 //! * A claim is one `fetch_add` on the tail. The range it returns belongs to the claimer
 //!   alone, so no two writers ever store to the same frame word.
+//! * An exclusive producer — the log's only one while it lives — claims nothing: it writes
+//!   its frame at the tail, commits it, and only then moves the tail past it (see
+//!   [`claim_exclusive`]). It never leaves an uncommitted frame behind the tail, so it needs
+//!   no claim record, and readers never wait on it for a claim.
 //! * A frame becomes visible by a `Release` store of its whole frame word with a positive
 //!   length; a reader loads that word with `Acquire` and touches the header fields and payload
 //!   only after seeing it positive. Nothing else is shared between writer and reader.
@@ -20,7 +24,7 @@
 //!
 //! Not a stable API: it is public only so that the loom models outside this crate can run it.
 
-use crate::format::{padding_word, FrameWord, FRAME_ALIGNMENT};
+use crate::format::{align_up, padding_word, FrameWord, FRAME_ALIGNMENT};
 use crate::sync::{
     barrier_orders_producers, futex_wait, futex_wake_all, heavy_barrier, light_barrier, AtomicU32,
     AtomicU64, BarrierKind, Ordering,
@@ -174,8 +178,7 @@ impl ClaimRecord {
 /// Claims `frame_len` bytes (a multiple of 8, at most [`Geometry::max_frame_len`]) and
 /// records the claim in `record`. Returns the claim's position.
 ///
-/// One `fetch_add` (for an `exclusive` producer, the only one the log has, a plain store:
-/// see [`Tail`] and `claim_once`), and no retry unless the range would cross a segment end: then both sides
+/// One `fetch_add`, and no retry unless the range would cross a segment end: then both sides
 /// are padded (and waiters woken, since one may wait at either side) and the claim is made
 /// again in the next segment. The range is this claimer's until it commits or aborts, or a
 /// reader revokes it (see [`unblock`]).
@@ -185,7 +188,7 @@ impl ClaimRecord {
 /// hole that nobody owns.
 #[inline(always)]
 pub fn claim<M: FrameMemory>(
-    tail: Tail<'_>,
+    tail: &AtomicU64,
     geometry: Geometry,
     frame_len: u64,
     record: &ClaimRecord,
@@ -197,7 +200,7 @@ pub fn claim<M: FrameMemory>(
     // Inline, the common case: nothing left over from an earlier call, and a claim that ends
     // inside its segment. Everything else goes to `claim_again`, out of the hot path.
     if record.state.load(Ordering::Relaxed) == ClaimRecord::IDLE {
-        let (position, fits) = claim_once(tail, geometry, frame_len, record, memory)?;
+        let (position, fits) = claim_once(tail, geometry, frame_len, record);
         if fits {
             // Map the claim's segment for the caller to write into. If that fails, the
             // record keeps the claim, and the next call (or a reader) pads it.
@@ -210,47 +213,20 @@ pub fn claim<M: FrameMemory>(
 
 /// One claim, announced, made and resolved in `record`: its position, and whether it ends
 /// inside its segment (if not, it must be settled and made again).
-///
-/// An exclusive producer knows its position before it moves the tail, so it leaves no
-/// unresolved moment: the record names the claim first. And it stores zero into the frame
-/// word just past its claim (unless that word begins a segment), before the tail reaches it.
-/// Readers come to that word only after this claim is committed, aborted or padded, and so
-/// find it zero until the next claim commits there, even in memory never zeroed: a
-/// single-producer log's recycled segments are zeroed only in their first word. Only an
-/// exclusive producer can do this, as no other claimer can have committed that word already.
-/// Fails, claiming nothing, if that word's segment cannot be mapped.
 #[inline(always)]
-fn claim_once<M: FrameMemory>(
-    tail: Tail<'_>,
+fn claim_once(
+    tail: &AtomicU64,
     geometry: Geometry,
     frame_len: u64,
     record: &ClaimRecord,
-    memory: &mut M,
-) -> Result<(u64, bool), Error> {
-    let position = match tail {
-        Tail::Shared(tail) => {
-            announce(record, frame_len);
-            let position = reserve(tail, frame_len);
-            resolve(record, position);
-            position
-        }
-        Tail::Exclusive(tail) => {
-            let position = tail.load(Ordering::Relaxed);
-            let end = position + frame_len;
-            if geometry.offset_in_segment(end) != 0 {
-                memory.frame_word(end)?.store(0, Ordering::Relaxed);
-            }
-            record.len.store(frame_len, Ordering::Relaxed);
-            resolve(record, position);
-            // `Release`: a reader that sees the tail here sees the record, and the zero.
-            tail.store(end, Ordering::Release);
-            position
-        }
-    };
-    Ok((
+) -> (u64, bool) {
+    announce(record, frame_len);
+    let position = reserve(tail, frame_len);
+    resolve(record, position);
+    (
         position,
         position + frame_len <= geometry.segment_end(position),
-    ))
+    )
 }
 
 /// The rest of [`claim`]: settles what the record holds — a claim left unfinished by an
@@ -258,7 +234,7 @@ fn claim_once<M: FrameMemory>(
 #[cold]
 #[inline(never)]
 fn claim_again<M: FrameMemory>(
-    tail: Tail<'_>,
+    tail: &AtomicU64,
     geometry: Geometry,
     frame_len: u64,
     record: &ClaimRecord,
@@ -268,7 +244,7 @@ fn claim_again<M: FrameMemory>(
 ) -> Result<u64, Error> {
     loop {
         settle(record, geometry, memory, wake, barrier)?;
-        let (position, fits) = claim_once(tail, geometry, frame_len, record, memory)?;
+        let (position, fits) = claim_once(tail, geometry, frame_len, record);
         if fits {
             memory.frame_word(position)?;
             return Ok(position);
@@ -293,20 +269,184 @@ pub fn reserve(tail: &AtomicU64, frame_len: u64) -> u64 {
     tail.fetch_add(frame_len, Ordering::Release)
 }
 
-/// The log's tail, as a producer may move it.
+/// An exclusive producer's room for a frame of `frame_len` bytes (as for [`claim`]): at the
+/// tail, which it alone moves. Returns the position; the tail stays there until
+/// [`commit_exclusive`] or [`abort_exclusive`] moves it past the frame.
 ///
-/// An exclusive producer — the log's only one while it lives, which the meta file enforces
-/// (`Log::exclusive_producer`) — has no claim to race, so it moves the tail with a load and a
-/// `Release` store instead of [`reserve`]: the same guarantee to readers, without the locked
-/// instruction. That instruction waits for the store buffer to drain, and the store buffer
-/// holds the last message's stores to the line the consumer polls; it was most of an `offer`
-/// across processes once nothing else was in the way.
-#[derive(Clone, Copy)]
-pub enum Tail<'a> {
-    /// With an atomic add: any number of producers claim at once.
-    Shared(&'a AtomicU64),
-    /// With a plain store: this producer is the log's only one.
-    Exclusive(&'a AtomicU64),
+/// Nothing is recorded: the frame is committed before the tail passes it, so no reader ever
+/// finds an uncommitted frame of this producer behind the tail, and there is nothing a
+/// reader would wait for, revoke or pad. So: no claim record, no locked instruction, and one
+/// store to the tail's line a message. Before handing the room out, it stores zero into the
+/// frame word just past it (unless that word begins a segment): readers reach that word only
+/// through this frame, after its commit, and so find it zero until the next frame commits
+/// there, even in memory never zeroed — a single-producer log's recycled segments are zeroed
+/// only in their first word. Only the log's only producer can do this, as nobody else can
+/// have committed that word already.
+///
+/// A frame that would cross the segment end is preceded by padding to that end, published
+/// (committed, then the tail moved past it) before the frame is placed at the next segment's
+/// start. Fails only when a segment cannot be mapped, with nothing half-done: the next call
+/// starts again from the tail.
+///
+/// A producer that dies between a commit and its store of the tail leaves committed frames
+/// at the tail: [`publish_committed`] moves the tail over them before anyone writes there.
+#[inline(always)]
+pub fn claim_exclusive<M: FrameMemory>(
+    tail: &AtomicU64,
+    geometry: Geometry,
+    frame_len: u64,
+    memory: &mut M,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) -> Result<u64, Error> {
+    debug_assert!(frame_len % FRAME_ALIGNMENT == 0 && frame_len <= geometry.max_frame_len());
+    // Relaxed: this producer made the last store to the tail.
+    let position = tail.load(Ordering::Relaxed);
+    if position + frame_len > geometry.segment_end(position) {
+        return claim_exclusive_in_next_segment(tail, geometry, frame_len, memory, wake, barrier);
+    }
+    memory.frame_word(position)?;
+    zero_word_past(position + frame_len, geometry, memory)?;
+    Ok(position)
+}
+
+/// The rest of [`claim_exclusive`]: a frame that does not fit in what is left of the tail's
+/// segment. Pads that rest and publishes the padding, then places the frame in the next
+/// segment, at whose start it always fits.
+#[cold]
+#[inline(never)]
+fn claim_exclusive_in_next_segment<M: FrameMemory>(
+    tail: &AtomicU64,
+    geometry: Geometry,
+    frame_len: u64,
+    memory: &mut M,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) -> Result<u64, Error> {
+    let position = tail.load(Ordering::Relaxed);
+    let next_segment = geometry.segment_end(position);
+    abort_exclusive(
+        memory.frame_word(position)?,
+        next_segment - position,
+        tail,
+        next_segment,
+        wake,
+        barrier,
+    );
+    memory.frame_word(next_segment)?;
+    zero_word_past(next_segment + frame_len, geometry, memory)?;
+    Ok(next_segment)
+}
+
+/// Stores zero into the frame word at `end`, the end of a frame being placed, unless `end`
+/// starts a segment (segments are made, and recycled, with a zero first word).
+#[inline(always)]
+fn zero_word_past<M: FrameMemory>(
+    end: u64,
+    geometry: Geometry,
+    memory: &mut M,
+) -> Result<(), Error> {
+    if geometry.offset_in_segment(end) != 0 {
+        memory.frame_word(end)?.store(0, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Publishes an exclusive producer's frame, placed by [`claim_exclusive`] at `word`: commits
+/// it (`Release`, as [`commit`] does), then moves the tail to `end`, the end of the room it
+/// was given, and wakes sleeping consumers if there are any. Nobody can revoke it.
+///
+/// `Release` on the tail too: a reader that sees the tail at `end` (`Acquire`) sees the
+/// frame committed, so the tail never runs ahead of what is committed.
+#[inline(always)]
+pub fn commit_exclusive(
+    word: &AtomicU64,
+    committed_word: u64,
+    tail: &AtomicU64,
+    end: u64,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) {
+    word.store(committed_word, Ordering::Release);
+    tail.store(end, Ordering::Release);
+    wake.wake_waiters(barrier);
+}
+
+/// Gives up an exclusive producer's room of `frame_len` bytes at `word` (a claim dropped
+/// uncommitted): it becomes padding, published as a frame would be, so that readers skip
+/// whatever was written into it.
+pub fn abort_exclusive(
+    word: &AtomicU64,
+    frame_len: u64,
+    tail: &AtomicU64,
+    end: u64,
+    wake: &WakeWord,
+    barrier: BarrierKind,
+) {
+    commit_exclusive(word, padding_word(frame_len), tail, end, wake, barrier);
+}
+
+/// Moves the tail past frames committed at and after it — what an exclusive producer that
+/// died between a commit and its store of the tail left — and returns the tail. For a
+/// producer before its first claim, and for recovery: the dead producer can no longer
+/// write, so what is committed past the tail now is all it left. A frame committed at or
+/// past the tail is never a `fetch_add` claimer's (its `fetch_add` moved the tail past it
+/// first), so the walk takes nothing from a live producer; and it moves the tail by a
+/// compare-and-swap from the value it walked from, so that a claim made meanwhile makes it
+/// look again from the new tail. `segment_exists` as for [`committed_end`].
+pub fn publish_committed<M: FrameMemory>(
+    tail: &AtomicU64,
+    geometry: Geometry,
+    memory: &mut M,
+    segment_exists: impl Fn(u64) -> bool,
+) -> Result<u64, Error> {
+    let mut from = tail.load(Ordering::Acquire);
+    loop {
+        let end = committed_end(from, geometry, memory, &segment_exists)?;
+        if end == from {
+            return Ok(from);
+        }
+        match tail.compare_exchange(from, end, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(end),
+            Err(now) => from = now,
+        }
+    }
+}
+
+/// The end of the frames committed one after another from `from` (a frame start, the tail):
+/// the first position whose frame word is not a committed frame's. Past the tail, only an
+/// exclusive producer commits (see [`claim_exclusive`]): this is the tail as it will be
+/// once that producer stores it, or as [`publish_committed`] will set it if it died first.
+///
+/// `segment_exists` says whether the segment that holds a position has been made: the walk
+/// never makes one (a damaged tail may point far past every segment file), and stops where
+/// there is none. It also stops at a frame that would overrun its segment, which no producer
+/// commits.
+pub fn committed_end<M: FrameMemory>(
+    from: u64,
+    geometry: Geometry,
+    memory: &mut M,
+    segment_exists: impl Fn(u64) -> bool,
+) -> Result<u64, Error> {
+    let mut end = from;
+    let mut known_to_exist = None;
+    loop {
+        let index = geometry.segment_index(end);
+        if known_to_exist != Some(index) {
+            if !segment_exists(end) {
+                return Ok(end);
+            }
+            known_to_exist = Some(index);
+        }
+        let FrameState::Committed(frame) = read_frame(memory.frame_word(end)?) else {
+            return Ok(end);
+        };
+        let aligned = align_up(frame.length as u64, FRAME_ALIGNMENT);
+        if end + aligned > geometry.segment_end(end) {
+            return Ok(end);
+        }
+        end += aligned;
+    }
 }
 
 /// The third step: the record says where the claim is. Between `reserve` and this store a

@@ -272,8 +272,8 @@ fn recycle(
         // Faulting the pages in first costs one system call instead of a trap per page.
         segment.prefault(Prefault::Write);
         // A single-producer log's producer keeps the frame word at the tail zero itself
-        // (`protocol::claim`), so only the word a reader entering the segment looks at first
-        // must be: the rest is not written twice.
+        // (`protocol::claim_exclusive`), so only the word a reader entering the segment looks
+        // at first must be: the rest is not written twice.
         let zeroed = if spec.log_flags & format::log_flags::SINGLE_PRODUCER != 0 {
             format::FRAME_ALIGNMENT
         } else {

@@ -185,13 +185,41 @@ fn error_position(error: &Error, fallback: u64) -> u64 {
     }
 }
 
+/// The frame word at `position` as its segment file holds it, read without mapping the file;
+/// `None` if there is no such file or it cannot be read.
+fn word_in_file(shared: &Shared, position: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let offset = shared.geometry.offset_in_segment(position);
+    let path = shared
+        .dir
+        .join(format::segment_file_name(position - offset));
+    let mut word = [0u8; 8];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact_at(&mut word, format::SEGMENT_HEADER_LEN + offset)
+        .ok()?;
+    Some(u64::from_le_bytes(word))
+}
+
 /// Recovers the log if no producer process is alive; `None` if one is (it may be writing, and
 /// the log is not at rest) or if nothing was written since the last recovery.
 pub(crate) fn recover(shared: &Arc<Shared>) -> Result<Option<RecoveryReport>> {
     if shared.meta.producers_in_use().iter().any(|p| p.alive) {
         return Ok(None);
     }
-    let tail = shared.meta.tail().load(Ordering::Acquire);
+    // Frames an exclusive producer committed but died before moving the tail over belong to
+    // the log (readers may have had them): the tail moves past them first. The word at the
+    // tail is read from the file first, so that opening a log at rest maps nothing.
+    let geometry = shared.geometry;
+    let mut tail = shared.meta.tail().load(Ordering::Acquire);
+    if word_in_file(shared, tail).is_some_and(|word| word != 0) {
+        tail = protocol::publish_committed(
+            shared.meta.tail(),
+            geometry,
+            &mut SegmentWords::new(shared),
+            |position| shared.segment_file_exists(position),
+        )?;
+    }
     let earliest = shared.earliest_position()?;
     let from = shared
         .meta
@@ -201,7 +229,6 @@ pub(crate) fn recover(shared: &Arc<Shared>) -> Result<Option<RecoveryReport>> {
     if from >= tail {
         return Ok(None);
     }
-    let geometry = shared.geometry;
     let mut report = RecoveryReport {
         from,
         tail,

@@ -24,8 +24,9 @@ use logbus::format::{
     align_up, frame_word, kind, padding_word, FrameWord, FRAME_ALIGNMENT, FRAME_HEADER_LEN,
 };
 use logbus::protocol::{
-    abort, announce, claim, commit, mark_revoked, pad_rest_of_claim, read_frame, reserve, unblock,
-    ClaimRecord, Claimed, FrameMemory, FrameState, Geometry, ProducerView, Tail, WakeWord,
+    abort, abort_exclusive, announce, claim, claim_exclusive, commit, commit_exclusive,
+    mark_revoked, pad_rest_of_claim, publish_committed, read_frame, reserve, unblock, ClaimRecord,
+    Claimed, FrameMemory, FrameState, Geometry, ProducerView, WakeWord,
 };
 use logbus::sync::{producer_barrier_kind, AtomicU64, Ordering};
 use logbus::Error;
@@ -229,7 +230,7 @@ impl FrameMemory for &ModelLog {
 struct ModelProducer {
     log: Arc<ModelLog>,
     slot: u16,
-    /// The log's only producer: claims move the tail with a plain store.
+    /// The log's only producer: it claims nothing, and moves the tail after each commit.
     exclusive: bool,
 }
 
@@ -257,34 +258,60 @@ impl ModelProducer {
     fn claim(&self) -> u64 {
         let log = &*self.log;
         let mut memory = log;
-        claim(
-            if self.exclusive {
-                Tail::Exclusive(&log.tail)
-            } else {
-                Tail::Shared(&log.tail)
-            },
-            log.geometry,
-            claim_len(self.slot),
-            self.record(),
-            &mut memory,
-            &log.wake,
-            producer_barrier_kind(),
-        )
+        if self.exclusive {
+            claim_exclusive(
+                &log.tail,
+                log.geometry,
+                claim_len(self.slot),
+                &mut memory,
+                &log.wake,
+                producer_barrier_kind(),
+            )
+        } else {
+            claim(
+                &log.tail,
+                log.geometry,
+                claim_len(self.slot),
+                self.record(),
+                &mut memory,
+                &log.wake,
+                producer_barrier_kind(),
+            )
+        }
         .expect("the model's memory cannot fail to map")
     }
 
-    /// Claims, writes and commits one message; returns its position.
-    fn offer(&self) -> u64 {
-        let position = self.claim();
-        self.log.write_content(position, self.slot);
+    /// Commits the claim at `position`, as `Producer::commit_frame` does.
+    fn commit(&self, position: u64) {
+        let word = self.log.frame_word(position);
+        if self.exclusive {
+            let end = position + claim_len(self.slot);
+            let (tail, wake) = (&self.log.tail, &self.log.wake);
+            commit_exclusive(
+                word,
+                committed_word(self.slot),
+                tail,
+                end,
+                wake,
+                producer_barrier_kind(),
+            );
+            return;
+        }
         let committed = commit(
-            self.log.frame_word(position),
+            word,
             committed_word(self.slot),
             self.record(),
             &self.log.wake,
             producer_barrier_kind(),
         );
         assert!(committed, "nobody revokes claims in this model");
+    }
+
+    /// Claims, writes and commits one message; returns its position.
+    fn offer(&self) -> u64 {
+        let position = self.claim();
+        self.log.write_content(position, self.slot);
+        self.commit(position);
         position
     }
 
@@ -294,14 +321,7 @@ impl ModelProducer {
         let position = self.claim();
         self.log.write_content(position, self.slot);
         pad_rest_of_claim(self.log.frame_word(position + FRAME_LEN), FRAME_LEN);
-        let committed = commit(
-            self.log.frame_word(position),
-            committed_word(self.slot),
-            self.record(),
-            &self.log.wake,
-            producer_barrier_kind(),
-        );
-        assert!(committed, "nobody revokes claims in this model");
+        self.commit(position);
         position
     }
 
@@ -310,13 +330,20 @@ impl ModelProducer {
     fn abort(&self) -> u64 {
         let position = self.claim();
         self.log.write_content(position, self.slot);
-        abort(
-            self.log.frame_word(position),
-            FRAME_LEN,
-            self.record(),
-            &self.log.wake,
-            producer_barrier_kind(),
-        );
+        let word = self.log.frame_word(position);
+        if self.exclusive {
+            let end = position + FRAME_LEN;
+            let (tail, wake) = (&self.log.tail, &self.log.wake);
+            abort_exclusive(word, FRAME_LEN, tail, end, wake, producer_barrier_kind());
+        } else {
+            abort(
+                word,
+                FRAME_LEN,
+                self.record(),
+                &self.log.wake,
+                producer_barrier_kind(),
+            );
+        }
         position
     }
 }
@@ -845,26 +872,42 @@ fn a_dead_producers_claim_is_padded_and_the_message_after_it_delivered() {
     });
 }
 
-/// An exclusive producer claims in memory that held older frames and dies; the next one
-/// (the log is free once the first is dead) offers a message while a reader, stalled at the
-/// dead claim, pads it. The reader never delivers an old frame — the word past the dead
-/// claim was zeroed before the claim moved the tail — and receives the message exactly once.
+/// An exclusive producer, in memory that held older frames, commits a message and dies
+/// before it moves the tail past it; the next producer publishes what is committed past the
+/// tail before its own message, while a reader reads. The reader gets both messages, exactly
+/// once and in order, and nothing old: the dead producer's message is never written over,
+/// and the walk stops at the word the dead producer zeroed past its frame.
 #[test]
-fn a_dead_exclusive_producers_claim_over_old_bytes_is_padded_and_nothing_old_delivered() {
+fn a_message_committed_by_an_exclusive_producer_that_died_before_the_tail_moved_is_kept() {
     check(Some(3), || {
-        let log = ModelLog::with_old_bytes(TAIL_INSIDE_SEGMENT, 2);
+        let log = ModelLog::with_old_bytes(TAIL_INSIDE_SEGMENT, 3);
         let dying = ModelProducer::exclusive(&log, 1);
-        let dead_claim = thread::spawn(move || dying.claim()).join().unwrap();
+        let dead_message = thread::spawn(move || {
+            // `offer` up to the commit's frame word store; then the process is gone.
+            let position = dying.claim();
+            dying.log.write_content(position, 1);
+            let word = dying.log.frame_word(position);
+            word.store(committed_word(1), Ordering::Release);
+            position
+        })
+        .join()
+        .unwrap();
         let next = ModelProducer::exclusive(&log, 2);
-        let offering = thread::spawn(move || next.offer());
+        let offering = thread::spawn(move || {
+            let mut memory = &*next.log;
+            publish_committed(&next.log.tail, next.log.geometry, &mut memory, |_| true)
+                .expect("the model's memory cannot fail to map");
+            next.offer()
+        });
 
         let mut consumer = ModelConsumer::new(&log, TAIL_INSIDE_SEGMENT);
-        let received = consumer.receive_unblocking(1, &[1], false);
+        let received = consumer.receive(2);
 
         let offered = offering.join().unwrap();
-        assert_eq!(dead_claim, TAIL_INSIDE_SEGMENT);
-        assert_delivered_exactly(&received, &[(2, offered)]);
-        assert_eq!(consumer.position, TAIL_INSIDE_SEGMENT + 2 * FRAME_LEN);
+        assert_eq!(dead_message, TAIL_INSIDE_SEGMENT);
+        assert_delivered_exactly(&received, &[(1, dead_message), (2, offered)]);
+        assert_eq!(consumer.position, log.tail.load(Ordering::Relaxed));
+        assert_eq!(consumer.frame_here(), FrameState::Empty);
     });
 }
 

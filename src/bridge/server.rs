@@ -553,7 +553,13 @@ impl LogState {
     /// Finds where the data starts for a request, and the first position to deliver.
     fn resolve(&self, request: &Request) -> Result<(u64, u64), Refusal> {
         let earliest = self.earliest()?;
-        let tail = self.log.tail();
+        // Past the tail, frames an exclusive producer committed before moving the tail (a
+        // subscriber may have had them): a start there is valid, and `Latest` comes after them.
+        let tail = self
+            .log
+            .shared
+            .committed_end()
+            .unwrap_or_else(|_| self.log.tail());
         let (mut start, mut first) = match request.start {
             Start::Earliest => (earliest, earliest),
             Start::Latest => (tail, tail),

@@ -774,7 +774,7 @@ impl<'a> Dump<'a> {
             log_flags: header.log_flags,
         };
         if self.args.follow {
-            self.follow_log(dir, &meta, &expect, &files)
+            self.follow_log(dir, &expect, &files)
         } else {
             self.walk_log(dir, &meta, &expect, &files)
         }
@@ -854,7 +854,7 @@ impl<'a> Dump<'a> {
                     Some(tail_after),
                     Some(path),
                     format!(
-                        "frames are written up to position {}, past the tail {tail_after} that the meta file gives",
+                        "frames are committed up to position {}, past the tail {tail_after} that the meta file gives (what an exclusive producer that died between a commit and its store of the tail leaves: the next producer, or the next Log::open, moves the tail over them)",
                         walked.next
                     ),
                 )?;
@@ -963,13 +963,7 @@ impl<'a> Dump<'a> {
 
     /// Follows the log from the first segment in range, resuming where each walk stopped,
     /// and waiting when nothing new is there.
-    fn follow_log(
-        &mut self,
-        dir: &Path,
-        log: &MetaFile,
-        expect: &Expect,
-        files: &[(u64, PathBuf)],
-    ) -> Result<()> {
+    fn follow_log(&mut self, dir: &Path, expect: &Expect, files: &[(u64, PathBuf)]) -> Result<()> {
         let capacity = expect.capacity;
         let earliest = files.first().map_or(0, |(base, _)| *base);
         let start = self.from().max(earliest);
@@ -978,7 +972,6 @@ impl<'a> Dump<'a> {
         let mut current: Option<(SegmentFile, SegmentEndLine)> = None;
         let mut idle = Idle::new();
         let expected_flags = frame_flags(expect.log_flags);
-        let mut last_tail = None;
         let mut last_stop = Stop::Unwritten;
         while !signals::interrupted() && !self.done() && self.args.to.is_none_or(|to| resume < to) {
             if current.is_none() {
@@ -1018,14 +1011,8 @@ impl<'a> Dump<'a> {
                 idle.wait(false);
                 continue;
             }
-            // Nothing can appear at `resume` before a claim moves the tail past it.
-            let tail = log.tail()?;
-            if tail <= resume && last_tail == Some(tail) {
-                self.out.flush()?;
-                idle.wait(false);
-                continue;
-            }
-            last_tail = Some(tail);
+            // No shortcut on the tail: an exclusive producer commits a frame before it moves
+            // the tail past it (and may die in between), and looking costs one read.
             let (file, counts) = current.as_mut().expect("opened above");
             let walked = self.walk(file, resume, expected_flags, counts)?;
             resume = walked.next;
