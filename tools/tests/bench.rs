@@ -138,49 +138,38 @@ fn throughput_json_has_one_object_per_transport_with_the_documented_fields() {
     assert_eq!(objects[1]["ratio_to_socket"], Value::Null);
 }
 
+/// Runs `logbus bench throughput` over a log alone with `options`, once, and returns its one
+/// JSON object, which must say that every message was verified.
+fn logbus_throughput(options: &[&str]) -> serde_json::Map<String, Value> {
+    let mut args = vec!["bench", "throughput"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--runs", "1", "--transport", "logbus", "--json"]);
+    let stdout = success(&args);
+    let mut objects = objects(&stdout);
+    assert_eq!(objects.len(), 1, "{stdout}");
+    let object = objects.remove(0);
+    assert_eq!(object["verified"], Value::Bool(true));
+    assert_eq!(object["ratio_to_socket"], Value::Null);
+    object
+}
+
 #[test]
 fn throughput_with_trailing_consumers_verifies_every_message() {
-    let stdout = success(&[
-        "bench",
-        "throughput",
+    let object = logbus_throughput(&[
         "--messages",
         "200000",
         "--consumers",
         "2",
         "--trail",
         "4KiB",
-        "--runs",
-        "1",
-        "--transport",
-        "logbus",
-        "--json",
     ]);
-    let objects = objects(&stdout);
-    assert_eq!(objects.len(), 1, "{stdout}");
-    assert_eq!(number(&objects[0], "trail"), 4096.0);
-    assert_eq!(objects[0]["verified"], Value::Bool(true));
+    assert_eq!(number(&object, "trail"), 4096.0);
 }
 
 #[test]
 fn throughput_with_futex_waits_verifies_every_message() {
-    let stdout = success(&[
-        "bench",
-        "throughput",
-        "--messages",
-        "5000",
-        "--wait",
-        "futex",
-        "--runs",
-        "1",
-        "--transport",
-        "logbus",
-        "--json",
-    ]);
-    let objects = objects(&stdout);
-    assert_eq!(objects.len(), 1, "{stdout}");
-    assert_eq!(text(&objects[0], "wait"), "futex");
-    assert_eq!(objects[0]["verified"], Value::Bool(true));
-    assert_eq!(objects[0]["ratio_to_socket"], Value::Null);
+    let object = logbus_throughput(&["--messages", "5000", "--wait", "futex"]);
+    assert_eq!(text(&object, "wait"), "futex");
 }
 
 #[test]
