@@ -179,7 +179,7 @@ pub enum Error {
     },
     /// The log has an exclusive producer ([`crate::Log::exclusive_producer`]), which no other
     /// producer may write beside while it lives.
-    #[error("this log has an exclusive producer (process {pid}): no other producer may write to it while that one lives")]
+    #[error("this log has an exclusive producer (process {pid}; every producer of a single-producer log is one): no other producer may write to it while that one lives")]
     ExclusiveProducer {
         /// The process holding it.
         pid: u32,

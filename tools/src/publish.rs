@@ -67,6 +67,12 @@ pub struct PubArgs {
     #[arg(long, requires = "create")]
     pub no_timestamps: bool,
 
+    /// With --create: a single-producer log (LogOptions::single_producer): one producer at a
+    /// time, in any process, which claims with no atomic add; where the log recycles its
+    /// segments, they are not zeroed in whole.
+    #[arg(long, requires = "create")]
+    pub single_producer: bool,
+
     /// With --create: permission bits of the log's files, in octal, including 600
     /// [default: 600].
     #[arg(long, value_name = "MODE", value_parser = parse_mode, requires = "create")]
@@ -121,7 +127,8 @@ fn open(args: &PubArgs) -> Result<Log> {
     }
     let mut options = LogOptions::new()
         .checksums(!args.no_checksums)
-        .timestamps(!args.no_timestamps);
+        .timestamps(!args.no_timestamps)
+        .single_producer(args.single_producer);
     if let Some(capacity) = args.segment_capacity {
         options = options.segment_capacity(capacity);
     }
@@ -145,6 +152,9 @@ fn open(args: &PubArgs) -> Result<Log> {
     }
     if args.no_timestamps && actual.get_timestamps() {
         differ.push("timestamps on".into());
+    }
+    if args.single_producer && !actual.get_single_producer() {
+        differ.push("several producers allowed".into());
     }
     if args.file_mode.is_some_and(|m| m != actual.get_file_mode()) {
         differ.push(format!("file mode {:04o}", actual.get_file_mode()));

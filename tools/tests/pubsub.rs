@@ -266,6 +266,7 @@ fn pub_create_takes_the_options_of_log_create() {
             "128KiB",
             "--no-checksums",
             "--no-timestamps",
+            "--single-producer",
             "--file-mode",
             "640",
         ],
@@ -279,6 +280,7 @@ fn pub_create_takes_the_options_of_log_create() {
             .segment_capacity(128 * 1024)
             .checksums(false)
             .timestamps(false)
+            .single_producer(true)
             .file_mode(0o640)
     );
     use std::os::unix::fs::PermissionsExt;
