@@ -234,6 +234,7 @@ const TRAIL_MAX_HOLD_NS: u64 = 2_000;
 
 impl Trail {
     fn new(bytes: u64) -> Trail {
+        let clock = clock::ticks();
         Trail {
             bytes,
             hold_at: 0,
@@ -244,8 +245,8 @@ impl Trail {
             aged_tail: 0,
             ageing_tail: 0,
             ageing_since: u64::MAX,
-            epoch: 0,
-            clock: clock::ticks(),
+            epoch: clock.raw(),
+            clock,
         }
     }
 
@@ -266,9 +267,6 @@ impl Trail {
     /// looks means the producers paused: everything is read then.
     #[inline(never)]
     fn look(&mut self, position: u64, tail: &AtomicU64) -> u64 {
-        if self.epoch == 0 {
-            self.epoch = self.clock.raw();
-        }
         // A clock that went backwards reads as the epoch, before the last look.
         let now = self.clock.delta_as_nanos(self.epoch, self.clock.raw()) + 1;
         self.look_at(position, || tail.load(Ordering::Relaxed), now)

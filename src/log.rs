@@ -790,10 +790,15 @@ impl Shared {
         (self.geometry.max_frame_len() - FRAME_HEADER_LEN) as usize
     }
 
+    /// The path of the segment file holding `position`.
+    pub fn segment_file_path(&self, position: u64) -> PathBuf {
+        let base = position - self.geometry.offset_in_segment(position);
+        self.dir.join(format::segment_file_name(base))
+    }
+
     /// Whether the segment file holding `position` exists: one `stat`, nothing mapped.
     pub fn segment_file_exists(&self, position: u64) -> bool {
-        let base = position - self.geometry.offset_in_segment(position);
-        self.dir.join(format::segment_file_name(base)).exists()
+        self.segment_file_path(position).exists()
     }
 
     /// The end of what is committed: the tail, or past it the frames an exclusive producer

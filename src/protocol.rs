@@ -305,8 +305,7 @@ pub fn claim_exclusive<M: FrameMemory>(
     if position + frame_len > geometry.segment_end(position) {
         return claim_exclusive_in_next_segment(tail, geometry, frame_len, memory, wake, barrier);
     }
-    memory.frame_word(position)?;
-    zero_word_past(position + frame_len, geometry, memory)?;
+    place(position, frame_len, geometry, memory)?;
     Ok(position)
 }
 
@@ -333,21 +332,26 @@ fn claim_exclusive_in_next_segment<M: FrameMemory>(
         wake,
         barrier,
     );
-    memory.frame_word(next_segment)?;
-    zero_word_past(next_segment + frame_len, geometry, memory)?;
+    place(next_segment, frame_len, geometry, memory)?;
     Ok(next_segment)
 }
 
-/// Stores zero into the frame word at `end`, the end of a frame being placed, unless `end`
-/// starts a segment (segments are made, and recycled, with a zero first word).
+/// Maps the segment of a frame of `frame_len` bytes at `position` (which fits in it), and
+/// stores zero into the frame word at its end unless that word starts a segment (segments
+/// are made, and recycled, with a zero first word). One segment lookup: the end lies in the
+/// frame's segment unless it is that segment's end.
 #[inline(always)]
-fn zero_word_past<M: FrameMemory>(
-    end: u64,
+fn place<M: FrameMemory>(
+    position: u64,
+    frame_len: u64,
     geometry: Geometry,
     memory: &mut M,
 ) -> Result<(), Error> {
+    let end = position + frame_len;
     if geometry.offset_in_segment(end) != 0 {
         memory.frame_word(end)?.store(0, Ordering::Relaxed);
+    } else {
+        memory.frame_word(position)?;
     }
     Ok(())
 }

@@ -190,11 +190,8 @@ fn error_position(error: &Error, fallback: u64) -> u64 {
 fn word_in_file(shared: &Shared, position: u64) -> Option<u64> {
     use std::os::unix::fs::FileExt;
     let offset = shared.geometry.offset_in_segment(position);
-    let path = shared
-        .dir
-        .join(format::segment_file_name(position - offset));
     let mut word = [0u8; 8];
-    std::fs::File::open(path)
+    std::fs::File::open(shared.segment_file_path(position))
         .ok()?
         .read_exact_at(&mut word, format::SEGMENT_HEADER_LEN + offset)
         .ok()?;
